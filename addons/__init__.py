@@ -1,0 +1,1 @@
+"""phigate: mitmproxy addons that make an identity-aware, PHI-masking, audited gateway."""

@@ -1,0 +1,36 @@
+"""The phigate addon chain, in enforcement order: the one place that order is written down.
+
+    mitmdump --mode reverse:http://127.0.0.1:8000@8443 -s addons/chain.py --set phigate_rules=rules/ ...
+
+Order matters: mitmproxy calls each hook on every addon in this order, so identity must have run
+before policy reads roles, and audit, last, sees every decision and holds the response until its
+event is durable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# mitmdump loads this file as a script, not as part of the package: make `addons` importable.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from addons.gateway import Gateway  # noqa: E402
+
+
+def build() -> list[object]:
+    return [
+        Gateway(),  # options, start-up checks, rule reloads, /-/healthz and /-/readyz
+        # identity.Identity(),      verify the OIDC access token -> ctx.identity
+        # classify.Classify(),      backend profile: method + path + body -> ctx.operation
+        # policy.Policy(),          default-deny rules -> ctx.decision
+        # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold
+        # credentials.Credentials(), strip the caller's credential, inject the backend's
+        # masking.Masking(),        detokenize requests, mask responses -> ctx.masking
+        # audit.Audit(),            durable, tamper-evident event per request (last)
+    ]
+
+
+addons = build()

@@ -1,0 +1,113 @@
+"""Gateway-wide settings, start-up checks, rule reloading and the gateway's own health endpoints.
+
+First in the chain. It owns the options every other addon shares (rules folder, backend profile,
+node id), refuses to run with a required option missing (mitmproxy silently ignores a misspelt
+`--set` name, so absence is the only signal), polls rule files for edits, and answers
+`/-/healthz` and `/-/readyz` without touching the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+
+from addons import rulefiles
+from addons.context import OpKind, Operation, context, is_settled
+from addons.respond import json_response
+
+log = logging.getLogger("phigate")
+
+# Each entry answers "why is this gateway not ready?" (None when ready). Addons register theirs
+# at load: the audit store, the key set, the rules.
+ReadinessCheck = Callable[[], str | None]
+_readiness: dict[str, ReadinessCheck] = {}
+
+
+def register_readiness(name: str, check: ReadinessCheck) -> None:
+    _readiness[name] = check
+
+
+def not_ready_reasons() -> dict[str, str]:
+    reasons: dict[str, str] = {}
+    for name, check in _readiness.items():
+        try:
+            why = check()
+        except Exception as exc:  # noqa: BLE001 - a failing check means "not ready", never "ready"
+            why = f"readiness check failed ({type(exc).__name__})"
+        if why:
+            reasons[name] = why
+    return reasons
+
+
+# Options every phigate deployment must set. (name, what to set, example)
+REQUIRED = (
+    ("phigate_rules", "the rules folder", "--set phigate_rules=rules/"),
+    ("phigate_profile", "the backend profile name (rules/profiles/NAME.yaml)", "--set phigate_profile=chroma"),
+)
+
+RELOAD_INTERVAL_S = 1.0
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self._reloader: asyncio.Task[None] | None = None
+
+    def load(self, loader: object) -> None:
+        add = loader.add_option  # type: ignore[attr-defined]
+        add("phigate_rules", str, "", "Folder holding policy.yaml, masking.yaml and profiles/ (required).")
+        add("phigate_profile", str, "", "Backend profile name: rules/profiles/NAME.yaml (required).")
+        add("phigate_node_id", str, socket.gethostname(), "This gateway node's id, recorded in every audit event.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "phigate_rules" in updated and ctx.options.phigate_rules:
+            rules = Path(ctx.options.phigate_rules)
+            if not rules.is_dir():
+                raise exceptions.OptionsError(f"phigate_rules: {rules} is not a folder; expected the rules folder")
+
+    def running(self) -> None:
+        missing = [(n, what, ex) for n, what, ex in REQUIRED if not getattr(ctx.options, n)]
+        if missing:
+            for name, what, example in missing:
+                log.error("phigate: option %s is not set: set %s (%s)", name, what, example)
+            ctx.master.shutdown()
+            return
+        self._reloader = asyncio.get_running_loop().create_task(self._reload_loop())
+
+    def done(self) -> None:
+        if self._reloader:
+            self._reloader.cancel()
+
+    async def _reload_loop(self) -> None:
+        # Polling by content hash, not inotify: works the same on every filesystem and catches
+        # editors that replace files by rename.
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL_S)
+            try:
+                rulefiles.reload_all()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive; last good rules stay
+                log.error("phigate: rule reload failed (%s)", type(exc).__name__)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if is_settled(flow) or not flow.request.path.startswith("/-/"):
+            return
+        c = context(flow)
+        path = flow.request.path.split("?", 1)[0]
+        c.answered_by_gateway = True
+        c.operation = Operation(
+            backend="phigate", kind=OpKind.HEALTH, route=f"phigate{path}", method=flow.request.method, path=path
+        )
+        if path == "/-/healthz":
+            flow.response = json_response(200, {"status": "ok"})
+        elif path == "/-/readyz":
+            reasons = not_ready_reasons()
+            if reasons:
+                flow.response = json_response(503, {"status": "not ready", "reasons": reasons})
+            else:
+                flow.response = json_response(200, {"status": "ready"})
+        else:
+            flow.response = json_response(404, {"error": "not_found", "detail": f"no gateway endpoint {path}"})

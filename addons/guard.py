@@ -1,0 +1,59 @@
+"""Fail-closed wrappers for enforcing hooks.
+
+mitmproxy fails open: when a hook raises, it logs "Addon error" and the flow continues with the
+original request or response. Every hook that enforces something is wrapped here so that any
+exception becomes a refusal the audit addon records, never a forwarded request or an unmasked
+response.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mitmproxy import http
+
+from addons.context import Stage
+from addons.respond import refuse
+
+log = logging.getLogger("phigate")
+
+Hook = TypeVar("Hook", bound=Callable[..., Any])
+
+def _fail(flow: http.HTTPFlow, stage: Stage, status: int, exc: BaseException) -> None:
+    # Log only the exception type: messages can echo request values (PHI, tokens).
+    log.error("phigate %s hook failed (%s); refusing the flow", stage, type(exc).__name__)
+    refuse(flow, stage, status, "gateway_error", f"the gateway could not complete the {stage} step")
+
+def fail_closed(stage: Stage, status: int = 500) -> Callable[[Hook], Hook]:
+    """Turn any exception raised by the wrapped `(self, flow)` hook into a refusal.
+
+    Use status 500/503 for request hooks and 502 for response hooks (the upstream answered, but
+    the gateway could not make that answer safe to release).
+    """
+
+    def wrap(hook: Hook) -> Hook:
+        if inspect.iscoroutinefunction(hook):
+
+            @functools.wraps(hook)
+            async def async_guarded(self: Any, flow: http.HTTPFlow) -> None:
+                try:
+                    await hook(self, flow)
+                except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything
+                    _fail(flow, stage, status, exc)
+
+            return async_guarded  # type: ignore[return-value]
+
+        @functools.wraps(hook)
+        def guarded(self: Any, flow: http.HTTPFlow) -> None:
+            try:
+                hook(self, flow)
+            except Exception as exc:  # noqa: BLE001
+                _fail(flow, stage, status, exc)
+
+        return guarded  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,181 @@
+"""Loading, validating and hot-reloading rule files (rules/*.yaml).
+
+Rule files are parsed and compiled once, at load, into frozen objects; hooks only match. A file is
+watched by content hash: an edit that compiles replaces the rules atomically, an edit that does not
+keeps the last good rules and says why. Every version that was ever in force is announced to
+`on_version` listeners (the audit addon keeps them: 164.316(b)(2)(i) asks for six years).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+
+log = logging.getLogger("phigate")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A rule or option that cannot be used, said the way an operator can fix it."""
+
+    def __init__(self, file: str | Path, rule_id: str | None, value: Any, expected: str) -> None:
+        self.file = str(file)
+        self.rule_id = rule_id
+        self.value = value
+        self.expected = expected
+        super().__init__(self.diagnostics())
+
+    def diagnostics(self) -> str:
+        where = self.file + (f", rule {self.rule_id!r}" if self.rule_id else "")
+        shown = repr(self.value)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        return f"{where}: bad value {shown}; expected {self.expected}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: a rule written twice is ambiguous, not last-wins."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(path, None, at, f"valid YAML ({getattr(exc, 'problem', exc)})") from exc
+
+
+def require(
+    file: Path | str, rule_id: str | None, value: Any, ok: bool, expected: str
+) -> None:
+    """Raise a ConfigError unless `ok`: the one-line form rule compilers use for every check."""
+    if not ok:
+        raise ConfigError(file, rule_id, value, expected)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVersion:
+    path: str
+    sha256: str
+    text: str
+    effective_from: float
+
+
+_listeners: list[Callable[[RuleVersion], None]] = []
+_history: list[RuleVersion] = []
+
+
+def on_version(listener: Callable[[RuleVersion], None]) -> None:
+    """Register a listener for rule versions; it is first told every version already in force."""
+    _listeners.append(listener)
+    for version in _history:
+        listener(version)
+
+
+def _announce(version: RuleVersion) -> None:
+    _history.append(version)
+    for listener in _listeners:
+        listener(version)
+
+
+class WatchedFile(Generic[T]):
+    """One rule file, compiled by `compile_fn(path, parsed_yaml) -> T`."""
+
+    def __init__(self, path: Path, compile_fn: Callable[[Path, Any], T]) -> None:
+        self.path = path
+        self._compile = compile_fn
+        self._current: T | None = None
+        self.sha256: str | None = None
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> T:
+        if self._current is None:
+            raise RuntimeError(f"{self.path} has not been loaded")
+        return self._current
+
+    def load(self) -> T:
+        """Load now; raise ConfigError if the file is missing or bad (used at start)."""
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(self.path, None, str(self.path), f"a readable file ({exc.strerror})") from exc
+        digest = hashlib.sha256(raw).hexdigest()
+        text = raw.decode("utf-8")
+        compiled = self._compile(self.path, parse_yaml(self.path, text))
+        self._current, self.sha256, self.last_error = compiled, digest, None
+        _announce(RuleVersion(str(self.path), digest, text, time.time()))
+        return compiled
+
+    def reload_if_changed(self) -> bool:
+        """Reload after an edit. A bad edit keeps the last good rules; returns True on a swap."""
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            self._keep_last_good(f"{self.path}: cannot read ({exc.strerror})")
+            return False
+        if hashlib.sha256(raw).hexdigest() == self.sha256:
+            return False
+        try:
+            self.load()
+        except ConfigError as exc:
+            self._keep_last_good(exc.diagnostics())
+            return False
+        log.info("phigate: reloaded %s (sha256 %s)", self.path, (self.sha256 or "")[:12])
+        return True
+
+    def _keep_last_good(self, why: str) -> None:
+        if why != self.last_error:
+            log.error("phigate: keeping the last good rules; %s", why)
+        self.last_error = why
+
+
+# One WatchedFile per path for the whole process: the identity and classify addons both read the
+# backend profile, and it must be loaded (and versioned) once.
+_registry: dict[Path, WatchedFile[Any]] = {}
+
+
+def watched(path: Path, compile_fn: Callable[[Path, Any], T]) -> WatchedFile[T]:
+    """The process-wide WatchedFile for `path`, loaded on first use (raises ConfigError)."""
+    key = path.resolve()
+    existing = _registry.get(key)
+    if existing is not None:
+        return existing  # type: ignore[return-value]
+    wf = WatchedFile(key, compile_fn)
+    wf.load()
+    _registry[key] = wf
+    return wf
+
+
+def reload_all() -> list[WatchedFile[Any]]:
+    """Reload every watched file that changed; returns those swapped in."""
+    return [wf for wf in list(_registry.values()) if wf.reload_if_changed()]
+
+
+def forget_all() -> None:
+    """Drop every watched file (tests load rules from several temporary folders)."""
+    _registry.clear()
