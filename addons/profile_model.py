@@ -1,0 +1,76 @@
+"""The compiled form of a backend profile (rules/profiles/NAME.yaml).
+
+A profile is data, not code: it says, for one backend, which routes exist, what kind of operation
+each is, where the collection sits, and where records (ids, documents, metadata/payload, vectors)
+sit in that route's requests and responses. `addons/profiles.py` compiles YAML into these frozen
+objects once at load; the classify, masking and forward addons only read them.
+
+The shape is designed against every backend of ../shared/BACKENDS.md, not Chroma alone:
+- a route may match on method + path template, and further on body predicates (Chroma's export is
+  POST /get with neither ids nor where; Milvus's delete decides by-id vs by-filter on its filter);
+- a route may declare its body NDJSON (OpenSearch _bulk/_msearch) or GraphQL (Weaviate), judged
+  item by item;
+- record locations are JSONPath strings, so Qdrant's `$.result.points[*].payload` and Chroma's
+  `$.metadatas[*][*]` are the same kind of thing: a masking rule on field `mrn` becomes
+  `<metadata path>.mrn` on every route of every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from addons.context import OpKind
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAuth:
+    """Where callers put their token and how the backend's own credential is sent upstream."""
+
+    # Request headers that may carry the caller's token (lower case), e.g. authorization,
+    # x-chroma-token, api-key. All are stripped before forwarding.
+    token_headers: tuple[str, ...]
+    # Header that carries the backend's own credential upstream, and its format ("Bearer {credential}").
+    upstream_header: str | None
+    upstream_format: str = "{credential}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPaths:
+    """Where records sit in one body. Each entry is a JSONPath string (compiled by the user)."""
+
+    ids: tuple[str, ...] = ()
+    documents: tuple[str, ...] = ()  # free text: scanned by `detect` rules
+    metadata: tuple[str, ...] = ()  # each points at a metadata/payload object; field f is `path.f`
+    vectors: tuple[str, ...] = ()  # never masked
+    filters: tuple[str, ...] = ()  # where/filter objects (requests): tokens here are detokenized
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: str  # e.g. "chroma.query"
+    kind: OpKind
+    method: str
+    template: str  # e.g. "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query"
+    # Path variable (or JSON field) naming the collection, and whether it is an id to resolve to a name.
+    collection_param: str | None = None
+    collection_is_id: bool = False
+    body: str = "json"  # json | ndjson | graphql | none | any
+    request: RecordPaths = field(default_factory=RecordPaths)
+    response: RecordPaths = field(default_factory=RecordPaths)
+    # Extra settings a route may carry (predicates, facts to extract); compiled by profiles.py.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str  # e.g. "chroma"
+    backend: str  # e.g. "chroma"
+    auth: BackendAuth
+    routes: tuple[Route, ...]
+    # The same routes keyed by id (filled by the compiler): hooks look routes up per response.
+    by_id: Mapping[str, Route] = field(default_factory=dict)
+
+    def route(self, route_id: str) -> Route | None:
+        return self.by_id.get(route_id)
