@@ -1,0 +1,67 @@
+"""Shared fixtures: real servers on loopback (the OpenID provider, Chroma) and a gateway factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from addons import rulefiles
+from tests.support.servers import ROOT, Chroma, Gateway, Idp
+
+# The backend credential the gateway injects upstream in tests (never a caller's token).
+BACKEND_CREDENTIAL = "test-backend-credential-5f2a"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rule_files() -> Iterator[None]:
+    # Rule files are memoized per process; unit tests load them from many temporary folders.
+    rulefiles.forget_all()
+    yield
+    rulefiles.forget_all()
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[Idp]:
+    with Idp() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chroma() -> Iterator[Chroma]:
+    with Chroma() as server:
+        yield server
+
+
+def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
+    """Options for a complete gateway in tests; each addon reads its own, the rest are ignored."""
+    return {
+        "phigate_rules": str(ROOT / "rules"),
+        "phigate_profile": "chroma",
+        "phigate_issuer": idp.issuer,
+        "phigate_audience": "phigate",
+        "phigate_backend_credential_env": "PHIGATE_TEST_BACKEND_CREDENTIAL",
+        "phigate_audit_dir": str(workdir / "audit"),
+    }
+
+
+@pytest.fixture
+def gateway_factory(idp: Idp, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways in front of `upstream`; keyword options override the defaults above."""
+    started: list[Gateway] = []
+
+    def start(upstream: str, runner: str = "mitmdump", env: dict[str, str] | None = None,
+              **options: Any) -> Gateway:
+        opts = {**gateway_options(idp, tmp_path), **{k: str(v) for k, v in options.items()}}
+        gw = Gateway(upstream, opts, env={"PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
+                                          **os.environ, **(env or {})}, runner=runner)
+        gw.start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()

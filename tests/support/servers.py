@@ -1,0 +1,358 @@
+"""Real servers for integration tests and the demo, all on loopback: the OpenID provider (npm
+oidc-provider), a Chroma server (pip chromadb, its own venv) and the gateway (stock mitmdump with
+addons/chain.py, or `python -m addons.launch`). Each is a context manager that starts a process,
+waits until it answers, and stops it (and its log) on exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("PHIGATE_HOME", ROOT / ".phigate"))
+VENV_BIN = Path(sys.executable).parent
+IDP_DIR = Path(os.environ.get("PHIGATE_IDP_DIR", STATE / "idp"))
+CHROMA_BIN = Path(os.environ.get("PHIGATE_CHROMA_BIN", STATE / "chroma-venv" / "bin" / "chroma"))
+CHROMA_PYTHON = Path(os.environ.get("PHIGATE_CHROMA_PYTHON", STATE / "chroma-venv" / "bin" / "python"))
+IDP_SCRIPT = ROOT / "tests" / "support" / "idp" / "idp.mjs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `url` answers with any HTTP status (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback test URL
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
+
+
+class Process:
+    """A child process with its output in a log file, stopped on exit."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.log_path = Path(tempfile.mkstemp(prefix=f"phigate-{name}-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 - argv built by the tests
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------- OpenID provider
+
+def make_rsa_jwks(kids: Sequence[str]) -> dict[str, Any]:
+    """A private JWKS (RS256 keys) for the IdP, so tests can also sign crafted tokens with it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def b64(n: int) -> str:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    keys = []
+    for kid in kids:
+        k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pn, pub = k.private_numbers(), k.public_key().public_numbers()
+        keys.append({
+            "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+            "n": b64(pub.n), "e": b64(pub.e), "d": b64(pn.d), "p": b64(pn.p), "q": b64(pn.q),
+            "dp": b64(pn.dmp1), "dq": b64(pn.dmq1), "qi": b64(pn.iqmp),
+        })
+    return {"keys": keys}
+
+
+class Idp:
+    """The real OpenID provider (tests/support/idp/idp.mjs), reached by discovery like any IdP."""
+
+    def __init__(self, jwks: dict[str, Any] | None = None, port: int | None = None,
+                 clients: dict[str, Any] | None = None) -> None:
+        self.port = port or free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="phigate-idp-"))
+        self.jwks = jwks or make_rsa_jwks(["test-key-1"])
+        self.clients = clients
+        self.proc: Process | None = None
+
+    @property
+    def jwks_path(self) -> Path:
+        return self.workdir / "jwks.json"
+
+    def private_key_pem(self, kid: str | None = None) -> bytes:
+        """The PEM of one of the IdP's signing keys (the first by default), to craft tokens."""
+        import jwt
+
+        key = next(k for k in self.jwks["keys"] if kid is None or k["kid"] == kid)
+        from cryptography.hazmat.primitives import serialization
+
+        private = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(key))
+        return private.private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def start(self) -> Idp:
+        if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise RuntimeError(f"oidc-provider is not installed in {IDP_DIR}: run ./run.sh setup")
+        self.jwks_path.write_text(json.dumps(self.jwks))
+        env = {"IDP_PORT": str(self.port), "IDP_JWKS": str(self.jwks_path),
+               "NODE_PATH": str(IDP_DIR / "node_modules")}
+        if self.clients is not None:
+            (self.workdir / "clients.json").write_text(json.dumps(self.clients))
+            env["IDP_CLIENTS"] = str(self.workdir / "clients.json")
+        # ESM imports resolve from the script's folder, not NODE_PATH: run a copy beside node_modules.
+        script = IDP_DIR / "idp.mjs"
+        shutil.copyfile(IDP_SCRIPT, script)
+        self.proc = Process("idp", ["node", str(script)], env=env, cwd=IDP_DIR)
+        self.proc.start()
+        wait_http(f"{self.issuer}/.well-known/openid-configuration", 30, self.proc.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+    def restart(self, jwks: dict[str, Any] | None = None) -> None:
+        """Restart (e.g. with rotated keys) on the same port and issuer."""
+        self.stop()
+        if jwks is not None:
+            self.jwks = jwks
+        self.start()
+
+    def token(self, client_id: str) -> str:
+        data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "vectors"}).encode()
+        req = urllib.request.Request(f"{self.issuer}/token", data=data)  # noqa: S310
+        cred = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
+        req.add_header("Authorization", f"Basic {cred}")
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback IdP
+            return str(json.load(resp)["access_token"])
+
+    def __enter__(self) -> Idp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- Chroma
+
+class Chroma:
+    """A real Chroma server (pip chromadb in its own venv) on loopback."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = Path(tempfile.mkdtemp(prefix="phigate-chroma-"))
+        self.proc = Process("chroma", [str(CHROMA_BIN), "run", "--path", str(self.data),
+                                       "--host", "127.0.0.1", "--port", str(self.port)])
+
+    def start(self) -> Chroma:
+        if not CHROMA_BIN.exists():
+            raise RuntimeError(f"the Chroma server is not installed at {CHROMA_BIN}: run ./run.sh setup")
+        self.proc.start()
+        wait_http(f"{self.url}/api/v2/heartbeat", 60, self.proc.proc)
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def __enter__(self) -> Chroma:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_chroma_client(script: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> Any:
+    """Run a Python script in the Chroma venv (where the real chromadb client lives).
+
+    The script prints one JSON document as its last stdout line; that document is returned.
+    chromadb's pins clash with mitmproxy's, so the client cannot be imported in the test process.
+    """
+    proc = subprocess.run(  # noqa: S603
+        [str(CHROMA_PYTHON), "-c", script], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False", **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"chromadb client failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+# ---------------------------------------------------------------- gateway
+
+class Gateway:
+    """The gateway as users run it: stock `mitmdump -s addons/chain.py` in reverse mode (default),
+    or the runner behind `./run.sh gateway` (`runner="launch"`)."""
+
+    def __init__(self, upstream: str, options: Mapping[str, str] | None = None,
+                 env: Mapping[str, str] | None = None, port: int | None = None,
+                 runner: str = "mitmdump", args: Sequence[str] = ()) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.upstream = upstream
+        self.options = dict(options or {})
+        self.workdir = Path(tempfile.mkdtemp(prefix="phigate-gw-"))
+        if runner == "mitmdump":
+            argv = [str(VENV_BIN / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{self.port}",
+                    "-s", str(ROOT / "addons" / "chain.py"), "--set", f"confdir={self.workdir / 'conf'}",
+                    "--set", "flow_detail=0", *args]
+            for k, v in self.options.items():
+                argv += ["--set", f"{k}={v}"]
+        else:
+            argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", upstream,
+                    "--host", "127.0.0.1", "--port", str(self.port), "--plain-http", *args]
+            for k, v in self.options.items():
+                argv += ["--set", f"{k}={v}"]
+        self.proc = Process("gateway", argv, env=env, cwd=ROOT)
+
+    def start(self, timeout: float = 30.0) -> Gateway:
+        self.proc.start()
+        try:
+            wait_http(f"{self.url}/-/healthz", timeout, self.proc.proc)
+        except Exception:
+            self.proc.stop()
+            raise RuntimeError(f"gateway did not start:\n{self.proc.log()[-4000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_call(method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None,
+              timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP call that returns (status, headers, body) for any status."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    if data is not None and not any(k.lower() == "content-type" for k in (headers or {})):
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+@contextlib.contextmanager
+def started(*servers: Any) -> Iterator[None]:
+    """Start several servers, stopping all of them (in reverse) on exit."""
+    with contextlib.ExitStack() as stack:
+        for s in servers:
+            stack.enter_context(s)
+        yield
+
+
+class RecordingUpstream:
+    """A loopback HTTP server that records every request it receives and answers with JSON.
+
+    Used where a test must show that nothing reached the backend (refused flows) or what exactly
+    was forwarded (headers, canonical path, body). `responses` maps "METHOD /path" to
+    (status, json body); anything else gets 200 {}.
+    """
+
+    def __init__(self, responses: Mapping[str, tuple[int, Any]] | None = None) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[dict[str, Any]] = []
+        self.responses = dict(responses or {})
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                outer.requests.append({"method": self.command, "path": self.path,
+                                       "headers": {k.lower(): v for k, v in self.headers.items()},
+                                       "body": body})
+                status, payload = outer.responses.get(f"{self.command} {self.path.split('?')[0]}", (200, {}))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
