@@ -180,11 +180,11 @@ class FlowContext:
 
 def context(flow: http.HTTPFlow) -> FlowContext:
     """Get (or create) the flow's phigate context."""
-    ctx = flow.metadata.get(NAMESPACE)
+    ctx: FlowContext | None = flow.metadata.get(NAMESPACE)
     if ctx is None:
         ctx = FlowContext()
         flow.metadata[NAMESPACE] = ctx
-    return ctx  # type: ignore[no-any-return]
+    return ctx
 
 
 def is_settled(flow: http.HTTPFlow) -> bool:

@@ -17,8 +17,8 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from addons import rulefiles
-from addons.context import OpKind, Operation, context, is_settled
-from addons.respond import json_response
+from addons.context import Operation, OpKind, Stage, context, is_settled
+from addons.respond import json_response, refuse
 
 log = logging.getLogger("phigate")
 
@@ -62,6 +62,8 @@ class Gateway:
         add("phigate_rules", str, "", "Folder holding policy.yaml, masking.yaml and profiles/ (required).")
         add("phigate_profile", str, "", "Backend profile name: rules/profiles/NAME.yaml (required).")
         add("phigate_node_id", str, socket.gethostname(), "This gateway node's id, recorded in every audit event.")
+        add("phigate_allow_plain_http", bool, False,
+            "Accept clients over plain HTTP. Off by default: PHI and tokens travel only over TLS.")
 
     def configure(self, updated: set[str]) -> None:
         if "phigate_rules" in updated and ctx.options.phigate_rules:
@@ -93,7 +95,15 @@ class Gateway:
                 log.error("phigate: rule reload failed (%s)", type(exc).__name__)
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow) or not flow.request.path.startswith("/-/"):
+        if is_settled(flow):
+            return
+        # 164.312(e)(1): a bearer token or PHI sent in clear text is already exposed; refuse it
+        # rather than serve it, unless plain HTTP was asked for explicitly (loopback tests, demo).
+        if not flow.client_conn.tls_established and not ctx.options.phigate_allow_plain_http:
+            refuse(flow, Stage.GATEWAY, 400, "tls_required",
+                   "this gateway accepts HTTPS only (plain HTTP is off: phigate_allow_plain_http)")
+            return
+        if not flow.request.path.startswith("/-/"):
             return
         c = context(flow)
         path = flow.request.path.split("?", 1)[0]

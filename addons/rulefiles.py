@@ -14,13 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import yaml
 
 log = logging.getLogger("phigate")
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -48,7 +46,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -102,7 +100,7 @@ def _announce(version: RuleVersion) -> None:
         listener(version)
 
 
-class WatchedFile(Generic[T]):
+class WatchedFile[T]:
     """One rule file, compiled by `compile_fn(path, parsed_yaml) -> T`."""
 
     def __init__(self, path: Path, compile_fn: Callable[[Path, Any], T]) -> None:
@@ -159,12 +157,12 @@ class WatchedFile(Generic[T]):
 _registry: dict[Path, WatchedFile[Any]] = {}
 
 
-def watched(path: Path, compile_fn: Callable[[Path, Any], T]) -> WatchedFile[T]:
+def watched[T](path: Path, compile_fn: Callable[[Path, Any], T]) -> WatchedFile[T]:
     """The process-wide WatchedFile for `path`, loaded on first use (raises ConfigError)."""
     key = path.resolve()
     existing = _registry.get(key)
     if existing is not None:
-        return existing  # type: ignore[return-value]
+        return existing
     wf = WatchedFile(key, compile_fn)
     wf.load()
     _registry[key] = wf

@@ -45,6 +45,7 @@ def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
         "phigate_audience": "phigate",
         "phigate_backend_credential_env": "PHIGATE_TEST_BACKEND_CREDENTIAL",
         "phigate_audit_dir": str(workdir / "audit"),
+        "phigate_allow_plain_http": "true",
     }
 
 

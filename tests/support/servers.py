@@ -47,7 +47,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback test URL
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except urllib.error.HTTPError:
             return
@@ -71,7 +71,7 @@ class Process:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - argv built by the tests
+        self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
             start_new_session=True,
         )
@@ -176,10 +176,10 @@ class Idp:
 
     def token(self, client_id: str) -> str:
         data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "vectors"}).encode()
-        req = urllib.request.Request(f"{self.issuer}/token", data=data)  # noqa: S310
+        req = urllib.request.Request(f"{self.issuer}/token", data=data)
         cred = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
         req.add_header("Authorization", f"Basic {cred}")
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback IdP
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return str(json.load(resp)["access_token"])
 
     def __enter__(self) -> Idp:
@@ -225,7 +225,7 @@ def run_chroma_client(script: str, env: Mapping[str, str] | None = None, timeout
     The script prints one JSON document as its last stdout line; that document is returned.
     chromadb's pins clash with mitmproxy's, so the client cannot be imported in the test process.
     """
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [str(CHROMA_PYTHON), "-c", script], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "ANONYMIZED_TELEMETRY": "False", **(env or {})},
     )
@@ -258,8 +258,12 @@ class Gateway:
         else:
             argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", upstream,
                     "--host", "127.0.0.1", "--port", str(self.port), "--plain-http", *args]
+            flags = {"phigate_rules": "--rules", "phigate_profile": "--profile", "phigate_issuer": "--issuer",
+                     "phigate_audience": "--audience",
+                     "phigate_backend_credential_env": "--backend-credential-env",
+                     "phigate_backend_credential_file": "--backend-credential-file"}
             for k, v in self.options.items():
-                argv += ["--set", f"{k}={v}"]
+                argv += [flags[k], v] if k in flags else ["--set", f"{k}={v}"]
         self.proc = Process("gateway", argv, env=env, cwd=ROOT)
 
     def start(self, timeout: float = 30.0) -> Gateway:
@@ -285,13 +289,13 @@ def http_call(method: str, url: str, body: Any = None, headers: Mapping[str, str
               timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP call that returns (status, headers, body) for any status."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    req = urllib.request.Request(url, data=data, method=method)
     if data is not None and not any(k.lower() == "content-type" for k in (headers or {})):
         req.add_header("Content-Type", "application/json")
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
@@ -339,7 +343,7 @@ class RecordingUpstream:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass

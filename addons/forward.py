@@ -1,0 +1,129 @@
+"""The last request hook before a flow leaves for the backend: a final gate and the credential swap.
+
+- Final gate: forward only what the policy allowed, or a hold an approver released. Each earlier
+  addon already refuses what it must; this re-check means a missing, misordered or failing addon
+  can never turn into a forwarded request (defence in depth against fail-open chains).
+- Credential swap: every header that can carry the caller's token is removed (the backend must never
+  see, log or accept a caller's token), and the backend's own credential, read from an env var or a
+  file named in the options (never from a committed file), is injected in the profile's header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+
+from addons.context import Action, Stage, context, is_settled
+from addons.gateway import register_readiness
+from addons.guard import fail_closed
+from addons.profile_model import BackendAuth
+from addons.respond import refuse
+
+log = logging.getLogger("phigate")
+
+# Hold states that mean "an authorised human (or a recorded break-glass) let this request through".
+RELEASED_HOLD_STATES = frozenset({"approved", "granted", "break_glass"})
+
+# Headers that carry credentials on some backend, stripped whatever the profile says: a caller must
+# not smuggle a credential to a backend that happens to accept a second header.
+ALWAYS_STRIPPED = ("authorization", "proxy-authorization", "x-chroma-token", "api-key", "x-api-key",
+                   "cookie")
+
+
+def read_credential(env_name: str, file_name: str) -> str | None:
+    """The backend credential from the env var or the file; None when neither yields one."""
+    if env_name:
+        value = os.environ.get(env_name, "").strip()
+        if value:
+            return value
+    if file_name:
+        try:
+            value = Path(file_name).read_text().strip()
+        except OSError:
+            return None
+        return value or None
+    return None
+
+
+class Forward:
+    def __init__(self) -> None:
+        self.credential: str | None = None
+        register_readiness("backend_credential", self._not_ready)
+
+    def load(self, loader: object) -> None:
+        add = loader.add_option  # type: ignore[attr-defined]
+        add("phigate_backend_credential_env", str, "",
+            "Env var holding the backend's own credential, injected upstream.")
+        add("phigate_backend_credential_file", str, "",
+            "File holding the backend's own credential (used when the env var is unset or empty).")
+        add("phigate_backend_credential_none", bool, False,
+            "Set to true, explicitly, for a backend that takes no credential at all.")
+
+    def configure(self, updated: set[str]) -> None:
+        keys = {"phigate_backend_credential_env", "phigate_backend_credential_file",
+                "phigate_backend_credential_none"}
+        if not updated & keys:
+            return
+        opts = ctx.options
+        if opts.phigate_backend_credential_none:
+            if opts.phigate_backend_credential_env or opts.phigate_backend_credential_file:
+                raise exceptions.OptionsError(
+                    "phigate_backend_credential_none=true contradicts a configured backend credential"
+                )
+            self.credential = None
+            return
+        self.credential = read_credential(opts.phigate_backend_credential_env,
+                                          opts.phigate_backend_credential_file)
+
+    def running(self) -> None:
+        if not ctx.options.phigate_backend_credential_none and self.credential is None:
+            log.error(
+                "phigate: no backend credential: set phigate_backend_credential_env to an env var "
+                "that holds it, or phigate_backend_credential_file to a file, or "
+                "phigate_backend_credential_none=true for a backend without authentication"
+            )
+            ctx.master.shutdown()
+
+    def _not_ready(self) -> str | None:
+        if self.credential is None and not ctx.options.phigate_backend_credential_none:
+            return "no backend credential configured"
+        return None
+
+    @fail_closed(Stage.CREDENTIALS, 500)
+    def request(self, flow: http.HTTPFlow) -> None:
+        if is_settled(flow):
+            return
+        c = context(flow)
+        decision = c.decision
+        if decision is None:
+            refuse(flow, Stage.POLICY, 403, "forbidden", "no policy decision was made for this request")
+            return
+        if decision.action == Action.HOLD:
+            if c.hold is None or c.hold.state not in RELEASED_HOLD_STATES:
+                refuse(flow, Stage.APPROVAL, 403, "approval_required",
+                       f"rule {decision.rule_id} requires approval and none was given",
+                       extra={"rule_id": decision.rule_id})
+                return
+        elif decision.action != Action.ALLOW:
+            refuse(flow, Stage.POLICY, 403, "forbidden", decision.reason or "denied by policy",
+                   extra={"rule_id": decision.rule_id})
+            return
+        self.swap_credentials(flow, self._auth())
+
+    def _auth(self) -> BackendAuth:
+        # Imported here: profiles.py compiles the profile the classify addon already loaded.
+        from addons.profiles import load_profile
+
+        auth: BackendAuth = load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current.auth
+        return auth
+
+    def swap_credentials(self, flow: http.HTTPFlow, auth: BackendAuth) -> None:
+        headers = flow.request.headers
+        for name in (*ALWAYS_STRIPPED, *auth.token_headers):
+            headers.pop(name, None)
+        if auth.upstream_header and self.credential is not None:
+            headers[auth.upstream_header] = auth.upstream_format.format(credential=self.credential)
+
