@@ -1,0 +1,86 @@
+"""Gateway-wide behaviour: health endpoints, readiness, TLS-only listener (addons/gateway.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+from addons import gateway
+from addons.context import context
+from addons.gateway import Gateway, register_readiness
+
+
+@pytest.fixture(autouse=True)
+def _clean_readiness() -> Iterator[None]:
+    saved = dict(gateway._readiness)
+    yield
+    gateway._readiness.clear()
+    gateway._readiness.update(saved)
+
+
+def plain_flow(path: str) -> tflow.HTTPFlow:
+    f = tflow.tflow()
+    f.request.path = path
+    f.client_conn.timestamp_tls_setup = None  # what mitmproxy's tls_established reads
+    return f
+
+
+def test_plain_http_refused_unless_asked_for() -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = plain_flow("/api/v2/heartbeat")
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 400
+        assert f.response.json()["error"] == "tls_required"
+        assert context(f).refusal is not None
+
+
+def test_tls_flows_pass_on() -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = tflow.tflow()
+        f.client_conn.timestamp_tls_setup = 1.0
+        gw.request(f)
+        assert f.response is None
+
+
+def test_health_and_readiness() -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.configure(gw, phigate_allow_plain_http=True)
+        f = plain_flow("/-/healthz")
+        gw.request(f)
+        assert f.response is not None and f.response.json() == {"status": "ok"}
+        register_readiness("audit", lambda: "audit store is not writable")
+        f = plain_flow("/-/readyz")
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 503
+        assert f.response.json()["reasons"] == {"audit": "audit store is not writable"}
+        assert context(f).answered_by_gateway
+
+
+def test_a_readiness_check_that_raises_means_not_ready() -> None:
+    def broken() -> str | None:
+        raise OSError("disk")
+
+    register_readiness("broken", broken)
+    assert "broken" in gateway.not_ready_reasons()
+
+
+def test_missing_required_options_stop_the_gateway(caplog: pytest.LogCaptureFixture) -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        stopped: list[bool] = []
+        tctx.master.shutdown = lambda: stopped.append(True)  # type: ignore[method-assign]
+        gw.running()
+        assert stopped == [True]
+        assert "phigate_rules is not set" in caplog.text
+        assert "phigate_profile is not set" in caplog.text
+
+
+def test_rules_option_must_be_a_folder(tmp_path) -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx, pytest.raises(Exception, match="is not a folder"):
+        tctx.configure(gw, phigate_rules=str(tmp_path / "nope"))
