@@ -360,3 +360,18 @@ class RecordingUpstream:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def chroma_steps(url: str, token: str | None, steps: list[dict[str, Any]], header: str = "authorization",
+                 env: Mapping[str, str] | None = None, timeout: float = 120) -> list[dict[str, Any]]:
+    """Run steps with the real chromadb client (tests/support/chroma_client.py) in the Chroma venv."""
+    argv = [str(CHROMA_PYTHON), str(ROOT / "tests" / "support" / "chroma_client.py"), "--url", url,
+            "--steps", json.dumps(steps), "--header", header]
+    if token:
+        argv += ["--token", token]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ANONYMIZED_TELEMETRY": "False", **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"chromadb client failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result: list[dict[str, Any]] = json.loads(proc.stdout.splitlines()[-1])
+    return result
