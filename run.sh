@@ -131,10 +131,15 @@ case "$cmd" in
     cd "$ROOT"
     exec "$VENV/bin/python" -m tests.support.demo "$@"
     ;;
-  verify | replay | export | report | approvals)
+  verify | replay | export | approvals)
     ensure_venv
     cd "$ROOT"
     exec "$VENV/bin/python" -m "addons.cli_$cmd" "$@"
+    ;;
+  report)
+    ensure_venv
+    cd "$ROOT"
+    exec "$VENV/bin/python" -m reports.cli "$@"
     ;;
   help | -h | --help)
     sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
