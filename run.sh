@@ -73,12 +73,14 @@ ensure_idp() {
   (cd "$IDP_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
-# Debian packages: Chromium (report and console checks), poppler (pdftoppm, pdftotext), HAProxy.
+# Debian packages: Chromium (report and console checks), poppler (pdftoppm, pdftotext), HAProxy
+# (workers), wrk (benchmarks' load generator).
 ensure_debs() {
   local missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v pdftoppm >/dev/null || missing+=(poppler-utils)
   command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v wrk >/dev/null || missing+=(wrk)
   fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
   ((${#missing[@]} == 0)) && return 0
   command -v apt-get >/dev/null || die "install these packages: ${missing[*]}"

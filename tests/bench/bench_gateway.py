@@ -1,0 +1,140 @@
+"""Throughput and latency of small requests: (a) direct Chroma, (b) bare mitmdump reverse proxy,
+(c) the gateway's chain, in one run, with ratios.
+
+    .phigate/venv/bin/python -m tests.bench.bench_gateway [--runs 3] [--seconds 5] [--connections 16]
+
+Throughput: wrk (Debian package) with keep-alive connections, median requests/s over several runs.
+Latency: one keep-alive connection, sequential requests, p50/p99 per run, medians over runs (low
+concurrency: what one agent sees). The machine is shared and noisy: read the ratios, not the
+absolute figures. Targets (issue 2): (c) keeps >= 85% of (b)'s requests/s and adds < 2 ms p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.support.servers import ROOT, VENV_BIN, Chroma, Gateway, Idp, Process, chroma_steps, free_port, wait_http
+
+COLLECTION = "bench_notes"
+
+
+def wrk_rps(url: str, headers: Mapping[str, str], seconds: int, connections: int) -> float:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s"]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} non-2xx responses; the benchmark would be meaningless")
+    assert m, out
+    return float(m.group(1))
+
+
+def latencies(url: str, headers: Mapping[str, str], n: int) -> list[float]:
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    path = u.path + (f"?{u.query}" if u.query else "")
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=dict(headers))
+        resp = conn.getresponse()
+        resp.read()
+        out.append((time.perf_counter() - t0) * 1000)
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: status {resp.status}")
+    conn.close()
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--latency-requests", type=int, default=400)
+    ap.add_argument("--client", default="clin-1", help="IdP client whose token the load uses")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk (./run.sh setup installs it)")
+
+    with Idp() as idp, Chroma() as chroma:
+        token = idp.token(args.client)
+        steps = [{"op": "create", "collection": COLLECTION},
+                 {"op": "add", "collection": COLLECTION, "ids": ["a", "b"], "embeddings": [[0.1, 0.2], [0.2, 0.1]],
+                  "documents": ["note a", "note b"]}]
+        chroma_steps(chroma.url, None, steps)
+        cols = json.loads(urllib.request.urlopen(
+            f"{chroma.url}/api/v2/tenants/default_tenant/databases/default_database/collections").read())
+        cid = next(c["id"] for c in cols if c["name"] == COLLECTION)
+        path = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{cid}/count"
+
+        bare_port = free_port()
+        bare = Process("bare-mitmdump", [str(VENV_BIN / "mitmdump"), "--mode",
+                                          f"reverse:{chroma.url}@127.0.0.1:{bare_port}", "--set", "flow_detail=0"])
+        bare.start()
+        wait_http(f"http://127.0.0.1:{bare_port}/api/v2/heartbeat", 30)
+        workdir = Path(ROOT / ".phigate" / "bench")
+        workdir.mkdir(parents=True, exist_ok=True)
+        gw = Gateway(chroma.url, {
+            "phigate_rules": str(ROOT / "rules"), "phigate_profile": "chroma", "phigate_issuer": idp.issuer,
+            "phigate_audience": "phigate", "phigate_backend_credential_env": "BENCH_CRED",
+            "phigate_allow_plain_http": "true", "phigate_audit_dir": str(workdir / "audit"),
+        }, env={"BENCH_CRED": "bench-backend-credential"}).start()
+        # One warm-up through the gateway: the collection's UUID -> name is learned from a lookup.
+        chroma_steps(gw.url, token, [{"op": "count", "collection": COLLECTION}])
+        targets = {
+            "direct": (f"{chroma.url}{path}", {}),
+            "bare mitmdump": (f"http://127.0.0.1:{bare_port}{path}", {}),
+            "gateway": (f"{gw.url}{path}", {"Authorization": f"Bearer {token}"}),
+        }
+        try:
+            rps: dict[str, list[float]] = {k: [] for k in targets}
+            p50: dict[str, list[float]] = {k: [] for k in targets}
+            p99: dict[str, list[float]] = {k: [] for k in targets}
+            for _ in range(args.runs):
+                for name, (url, headers) in targets.items():  # interleaved: noise hits all alike
+                    rps[name].append(wrk_rps(url, headers, args.seconds, args.connections))
+                    lat = latencies(url, headers, args.latency_requests)
+                    p50[name].append(pct(lat, 50))
+                    p99[name].append(pct(lat, 99))
+        finally:
+            gw.stop()
+            bare.stop()
+
+    med = {k: statistics.median(v) for k, v in rps.items()}
+    m50 = {k: statistics.median(v) for k, v in p50.items()}
+    m99 = {k: statistics.median(v) for k, v in p99.items()}
+    print(f"small request: GET {path.split('collections/')[0]}collections/<id>/count, "
+          f"{args.runs} runs x {args.seconds}s, {args.connections} connections")
+    print(f"{'target':<16}{'req/s (median)':>16}{'runs':>28}{'p50 ms':>10}{'p99 ms':>10}")
+    for k in targets:
+        runs = ", ".join(f"{x:.0f}" for x in rps[k])
+        print(f"{k:<16}{med[k]:>16.0f}{runs:>28}{m50[k]:>10.2f}{m99[k]:>10.2f}")
+    ratio = med["gateway"] / med["bare mitmdump"]
+    added = m50["gateway"] - m50["bare mitmdump"]
+    print(f"gateway / bare mitmdump throughput: {ratio:.2f} (target >= 0.85)")
+    print(f"bare mitmdump / direct throughput: {med['bare mitmdump'] / med['direct']:.3f}")
+    print(f"gateway added p50 latency vs bare mitmdump: {added:.2f} ms (target < 2 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
