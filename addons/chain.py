@@ -17,6 +17,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def build() -> list[object]:
         # classify.Classify(),      backend profile: method + path + body -> ctx.operation
         # policy.Policy(),          default-deny rules -> ctx.decision
         # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold
-        # credentials.Credentials(), strip the caller's credential, inject the backend's
+        Forward(),  # final gate: only allowed or released flows leave; credential swap
         # masking.Masking(),        detokenize requests, mask responses -> ctx.masking
         # audit.Audit(),            durable, tamper-evident event per request (last)
     ]
