@@ -17,7 +17,8 @@ The shape is designed against every backend of ../shared/BACKENDS.md, not Chroma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,51 @@ class RecordPaths:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestParts:
+    """What classification reads from one canonical request (built by the classify addon)."""
+
+    method: str
+    path: str  # canonical path, without the query
+    query: Mapping[str, tuple[str, ...]]  # decoded query parameters, every value kept in order
+    vars: Mapping[str, str]  # path-template variables, percent-decoded
+    body: Any  # the decoded body document (JSON value, NDJSON list of values, GraphQL summary) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    """One `when` test of a route (compiled by profiles.py); `text` is as written, for messages."""
+
+    text: str
+    test: Callable[[RequestParts], bool] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One fact a route extracts for policy rules (has_filter, limit, ids_count, ...)."""
+
+    name: str
+    extract: Callable[[RequestParts], Any] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionLearning:
+    """Where a route's exchange names collections, so ids met later can be resolved to names.
+
+    Applied only after the backend answered 2xx: the backend, not a caller, vouches for the pairing.
+    `source` is the body read (response, or the request for a rename the backend accepted); `find`
+    yields the collection objects at `items`; in each, `id_key`/`name_key` name the fields, or the
+    id comes from a path variable (`id_var`).
+    """
+
+    source: str  # response | request
+    items: str  # JSONPath, as written
+    id_key: str | None
+    name_key: str
+    id_var: str | None = None
+    find: Callable[[Any], list[Any]] = field(default=lambda doc: [], compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     id: str  # e.g. "chroma.query"
     kind: OpKind
@@ -61,6 +107,16 @@ class Route:
     response: RecordPaths = field(default_factory=RecordPaths)
     # Extra settings a route may carry (predicates, facts to extract); compiled by profiles.py.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Compiled matching (profiles.py fills these; added after the first version of this model).
+    methods: frozenset[str] = frozenset()  # every method the route takes; `method` is the first
+    pattern: re.Pattern[str] | None = None  # the template as an anchored regex with named groups
+    when: tuple[Predicate, ...] = ()  # all must hold (body/query/path predicates)
+    facts: tuple[Fact, ...] = ()
+    # A regex with a `collection` group applied to the collection value (e.g. a "tenant:db:name" CRN).
+    collection_extract: re.Pattern[str] | None = None
+    # Reads the collection value (path variable, body JSONPath or query parameter) from a request.
+    collection_source: Callable[[RequestParts], list[Any]] | None = field(default=None, compare=False)
+    learn: tuple[CollectionLearning, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
