@@ -19,12 +19,13 @@ if _ROOT not in sys.path:
 
 from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
+from addons.identity import Identity  # noqa: E402
 
 
 def build() -> list[object]:
     return [
         Gateway(),  # options, start-up checks, rule reloads, /-/healthz and /-/readyz
-        # identity.Identity(),      verify the OIDC access token -> ctx.identity
+        Identity(),  # verify the OIDC access token (or refuse 401/400/503) -> ctx.identity
         # classify.Classify(),      backend profile: method + path + body -> ctx.operation
         # policy.Policy(),          default-deny rules -> ctx.decision
         # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold

@@ -243,6 +243,14 @@ class KeySet:
         key = self.keys.get(kid)
         if key is not None:
             return key
+        if self._lock.locked():
+            # A fetch is under way (the start-up fetch, or another request's refetch): its answer
+            # is the one refetch this kid gets, so wait for it instead of failing early.
+            async with self._lock:
+                pass
+            key = self.keys.get(kid)
+            if key is not None:
+                return key
         interval = self.refetch_interval if self.keys else self.retry_interval
         if self.last_attempt is None or self._clock() - self.last_attempt >= interval:
             await self.refresh()

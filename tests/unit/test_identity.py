@@ -635,3 +635,24 @@ def test_role_mapping_compiles() -> None:
 def test_wall_clock_default() -> None:
     # The addon's default clock is wall time (exp/iat are wall-clock seconds).
     assert abs(Identity()._clock() - time.time()) < 5
+
+
+async def test_request_during_the_startup_fetch_waits_for_it() -> None:
+    import asyncio
+
+    idp, gate = FakeIdp(), asyncio.Event()
+
+    async def slow_fetch(url: str) -> Any:
+        await gate.wait()
+        return await idp.fetch(url)
+
+    keys = KeySet(ISSUER, fetch=slow_fetch)
+    startup = asyncio.create_task(keys.refresh())
+    await asyncio.sleep(0)  # the start-up fetch holds the lock
+    request = asyncio.create_task(keys.get("rsa-1"))
+    await asyncio.sleep(0.01)
+    assert not request.done()
+    gate.set()
+    assert (await request).kid == "rsa-1"
+    assert await startup
+    assert idp.jwks_fetches == 1
