@@ -1,0 +1,337 @@
+"""The audit addon: last in the chain, it records every flow before the client sees the answer.
+
+Its response (and error) hook builds the flow's event from the FlowContext every earlier addon
+filled in, appends it to the node's ledger and awaits the group commit: the response is released
+only once its event is durable (164.312(b)). If the ledger cannot be written, the flow's response
+is replaced with a 503, `/-/readyz` says why, and the request hook refuses new requests before they
+reach the backend, until the writer recovers: nothing passes unaudited.
+
+Alongside the event it records authentication failures (log-in monitoring), decided holds
+(approvals), rule-file versions, and, when a recording key is set, the exchange itself (request
+and response as delivered, encrypted with AES-GCM) for session replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from mitmproxy import ctx, exceptions, http
+
+from addons import rulefiles
+from addons.context import FlowContext, Identity, OpKind, Stage, context, is_settled
+from addons.gateway import register_readiness
+from addons.guard import fail_closed
+from addons.ledger import keys, recording, sink
+from addons.ledger.canonical import RecordError
+from addons.ledger.writer import Ledger, LedgerError, Settings
+from addons.respond import refuse
+
+log = logging.getLogger("phigate")
+
+# The gateway's own probes: polled every second by load balancers, they carry no data access.
+UNAUDITED_PATHS = frozenset({"/-/healthz", "/-/readyz"})
+DENY_STAGES = frozenset({Stage.IDENTITY, Stage.POLICY, Stage.APPROVAL})
+INT_OPTIONS = ("phigate_audit_checkpoint_events", "phigate_audit_checkpoint_seconds", "phigate_audit_seal_events",
+               "phigate_retention_days", "phigate_session_idle_seconds")
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: str
+    last_seen: float
+
+
+class Sessions:
+    """Groups one caller's requests: same subject and client (or address, unauthenticated) within an
+    idle gap. Keyed by subject+client rather than token so an agent run that refreshes its token
+    stays one session."""
+
+    def __init__(self) -> None:
+        self.idle_s = 1800.0
+        self._by_key: dict[tuple[str, str], _Session] = {}
+
+    def assign(self, identity: Identity | None, client_addr: str | None, now: float) -> str:
+        key = (identity.subject, identity.client_id or "") if identity else ("anonymous", client_addr or "")
+        s = self._by_key.get(key)
+        if s is None or now - s.last_seen > self.idle_s:
+            if len(self._by_key) > 10_000:
+                self._by_key = {k: v for k, v in self._by_key.items() if now - v.last_seen <= self.idle_s}
+            s = self._by_key[key] = _Session(uuid4().hex, now)
+        s.last_seen = now
+        return s.session_id
+
+
+def _decision(flow: http.HTTPFlow, c: FlowContext) -> str:
+    if c.refusal is not None:
+        return "deny" if c.refusal.stage in DENY_STAGES else "error"
+    if flow.error is not None:
+        return "error"
+    if c.hold is not None:
+        return "hold"
+    if c.decision is not None:
+        return str(c.decision.action.value)
+    return "allow"
+
+
+def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[str, Any]:
+    """The event row for one flow: identities and decisions, never a raw body or token."""
+    ident, op, m = c.identity, c.operation, c.masking
+    resp = flow.response
+    rule_ids = [r for r in (c.decision.rule_id if c.decision else None, c.hold.rule_id if c.hold else None) if r]
+    error = None
+    if c.refusal is not None:
+        error = f"{c.refusal.error}: {c.refusal.detail}"
+    elif flow.error is not None:
+        error = flow.error.msg
+    peer = flow.client_conn.peername
+    return {
+        "request_id": c.request_id,
+        "session_id": session_id,
+        "subject": ident.subject if ident else None,
+        "name": ident.name if ident else None,
+        "email": ident.email if ident else None,
+        "client_id": ident.client_id if ident else None,
+        "roles": sorted(ident.roles) if ident else None,
+        "client_addr": peer[0] if peer else None,
+        "user_agent": flow.request.headers.get("user-agent"),
+        "backend": op.backend if op else ctx.options.phigate_profile or None,
+        "operation": op.kind.value if op else None,
+        "collection": op.collection if op else None,
+        "method": op.method if op else flow.request.method,
+        # The path only: a query string can carry search terms (PHI); the recording keeps it encrypted.
+        "path": (op.path if op else flow.request.path).split("?", 1)[0],
+        "request_summary": dict(c.request_summary) if c.request_summary is not None else None,
+        "status": resp.status_code if resp is not None else None,
+        "decision": _decision(flow, c),
+        "rule_ids": list(dict.fromkeys(rule_ids)),
+        "stage": c.refusal.stage.value if c.refusal else (Stage.UPSTREAM.value if flow.error else None),
+        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type)} if m else None,
+        "fields_disclosed": list(m.fields_disclosed) if m else None,
+        "subject_refs": list(m.subject_refs) if m else None,
+        "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),
+        "hold_id": c.hold.hold_id if c.hold else None,
+        "break_glass": c.break_glass is not None,
+        "bytes_in": len(flow.request.raw_content or b""),
+        "bytes_out": len(resp.raw_content or b"") if resp is not None else 0,
+        "latency_ms": round((time.monotonic() - c.started_mono) * 1000.0, 3),
+        "error": error,
+    }
+
+
+def approval_row(flow: http.HTTPFlow, c: FlowContext) -> dict[str, Any] | None:
+    h = c.hold
+    if h is None or h.state == "pending":
+        return None
+    kind = "break_glass" if h.state == "break_glass" else ("grant" if h.state == "granted" else "hold")
+    return {
+        "hold_id": h.hold_id, "kind": kind,
+        "requester": c.identity.subject if c.identity else None,
+        "approvers": list(h.approvers), "rule_id": h.rule_id,
+        "operation": c.operation.kind.value if c.operation else None,
+        "collection": c.operation.collection if c.operation else None,
+        "requested_at": h.requested_at, "decided_at": h.decided_at, "outcome": h.state,
+        "justification": h.justification or c.break_glass, "request_hash": h.request_hash,
+    }
+
+
+def exchange(flow: http.HTTPFlow) -> bytes:
+    resp = flow.response
+    return recording.exchange_payload(
+        flow.request.method, flow.request.path, flow.request.headers, flow.request.raw_content,
+        resp.status_code if resp is not None else None, resp.headers if resp is not None else None,
+        resp.raw_content if resp is not None else None,
+    )
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.ledger: Ledger | None = None
+        self.sessions = Sessions()
+        self.start_error: str | None = None
+        self._signing: Ed25519PrivateKey | None = None
+        self._recording: recording.RecordingKey | None = None
+        self._backlog: list[tuple[str, dict[str, Any]]] = []
+
+    def load(self, loader: Any) -> None:
+        add = loader.add_option
+        add("phigate_audit_dir", str, "", "Folder for the audit ledger's segments and recordings (required).")
+        add("phigate_audit_key_file", str, "", "File with the Ed25519 key that signs checkpoints (PEM or 32-byte "
+            "seed in hex/base64). Never inside phigate_audit_dir.")
+        add("phigate_audit_key_env", str, "PHIGATE_AUDIT_KEY", "Env var holding the checkpoint signing key, "
+            "used when phigate_audit_key_file is empty.")
+        add("phigate_witness", str, "", "File or folder (outside the audit dir) that every signed checkpoint is "
+            "also appended to; default: the folder AUDIT_DIR-witness next to the audit dir.")
+        add("phigate_audit_checkpoint_events", int, 1000, "Sign a checkpoint at least every N records.")
+        add("phigate_audit_checkpoint_seconds", int, 10, "Sign a checkpoint at least every T seconds (if new records).")
+        add("phigate_audit_seal_events", int, 50_000, "Records per write-ahead segment before it is sealed into "
+            "an immutable DuckDB segment file.")
+        add("phigate_recording_key_file", str, "", "File with the AES-GCM session recording key(s), one "
+            "KEY_ID:BASE64 per line (first encrypts). No key: bodies are not recorded.")
+        add("phigate_recording_key_env", str, "PHIGATE_RECORDING_KEY", "Env var holding recording key(s), used "
+            "when phigate_recording_key_file is empty.")
+        add("phigate_retention_days", int, 2190, "Days session recordings are kept (default six years, "
+            "164.316(b)(2)(i)); the ledger itself is never purged.")
+        add("phigate_session_idle_seconds", int, 1800, "A caller's session ends after this idle gap.")
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        for name in INT_OPTIONS:
+            if name in updated and getattr(opts, name) <= 0:
+                raise exceptions.OptionsError(f"{name}: {getattr(opts, name)} must be a positive integer")
+        if "phigate_session_idle_seconds" in updated:
+            self.sessions.idle_s = float(opts.phigate_session_idle_seconds)
+        if updated & {"phigate_audit_key_file", "phigate_audit_key_env"}:
+            try:
+                self._signing = keys.load_private(opts.phigate_audit_key_file, opts.phigate_audit_key_env)
+            except keys.AuditKeyError as exc:
+                raise exceptions.OptionsError(f"Cannot load the audit signing key: {exc}") from exc
+        if updated & {"phigate_recording_key_file", "phigate_recording_key_env"}:
+            try:
+                rk = recording.load_keys(opts.phigate_recording_key_file, opts.phigate_recording_key_env)
+            except recording.RecordingKeyError as exc:
+                raise exceptions.OptionsError(f"Cannot load the recording key: {exc}") from exc
+            self._recording = next(iter(rk.values()), None)
+        if "phigate_audit_dir" in updated and opts.phigate_audit_dir and opts.phigate_audit_key_file:
+            audit = Path(opts.phigate_audit_dir).resolve()
+            if audit in Path(opts.phigate_audit_key_file).resolve().parents:
+                # Threat: whoever can rewrite the ledger could then also re-sign it.
+                raise exceptions.OptionsError("phigate_audit_key_file must not be inside phigate_audit_dir")
+
+    def running(self) -> None:
+        opts = ctx.options
+        register_readiness("audit", self.not_ready)
+        if not opts.phigate_audit_dir:
+            log.error("phigate: option phigate_audit_dir is not set: set the audit ledger folder "
+                      "(--set phigate_audit_dir=/var/lib/phigate/audit)")
+            self.start_error = "phigate_audit_dir is not set"
+            ctx.master.shutdown()
+            return
+        audit_dir = Path(opts.phigate_audit_dir)
+        witness = Path(opts.phigate_witness) if opts.phigate_witness else Path(f"{audit_dir.resolve()}-witness/")
+        signing = self._signing
+        if signing is None:
+            # Without a configured key the ledger is still hash-chained; checkpoints are signed with a
+            # key that lives only in this process, so a restart cannot re-sign an edited history.
+            signing = Ed25519PrivateKey.generate()
+            log.warning("phigate audit: no signing key configured (phigate_audit_key_file or $%s): checkpoints "
+                        "are signed with an ephemeral key %s", opts.phigate_audit_key_env,
+                        keys.key_id_of(signing.public_key()))
+        if self._recording is None:
+            log.warning("phigate audit: no recording key configured: request/response bodies are not recorded")
+        settings = Settings(opts.phigate_audit_checkpoint_events, opts.phigate_audit_checkpoint_seconds,
+                            opts.phigate_audit_seal_events, opts.phigate_retention_days)
+        ledger = Ledger(audit_dir, opts.phigate_node_id, signing_key=signing, witness=witness,
+                        recording_key=self._recording, settings=settings)
+        try:
+            ledger.open()
+        except LedgerError as exc:
+            self.start_error = str(exc)
+            log.error("phigate audit: %s; refusing all traffic", exc)
+            return
+        self.ledger = ledger
+        ledger.start()
+        sink.attach(ledger, asyncio.get_running_loop())
+        rulefiles.on_version(self._rule_version)
+        log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
+
+    def done(self) -> None:
+        sink.attach(None)
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+    def not_ready(self) -> str | None:
+        if self.start_error:
+            return self.start_error
+        if self.ledger is None:
+            return "the audit ledger is not open"
+        return self.ledger.broken
+
+    def _queue(self, kind: str, row: Mapping[str, Any]) -> None:
+        """Non-flow records: written with the next commit; kept for later while the store is down."""
+        if self.ledger is None or self.ledger.broken:
+            self._backlog.append((kind, dict(row)))
+            return
+        while self._backlog:
+            k, r = self._backlog.pop(0)
+            self._append_nowait(k, r)
+        self._append_nowait(kind, row)
+
+    def _append_nowait(self, kind: str, row: Mapping[str, Any]) -> None:
+        assert self.ledger is not None
+        try:
+            self.ledger.append_nowait(kind, row)
+        except LedgerError:
+            self._backlog.append((kind, dict(row)))
+        except RecordError as exc:
+            log.error("phigate audit: dropped a malformed %s record (%s)", kind, exc)
+
+    def _rule_version(self, version: rulefiles.RuleVersion) -> None:
+        self._queue("rule_version", {"path": version.path, "sha256": version.sha256, "content": version.text,
+                                     "effective_from": version.effective_from})
+
+    # ------------------------------------------------------------------ hooks
+
+    @fail_closed(Stage.AUDIT, 503)
+    def request(self, flow: http.HTTPFlow) -> None:
+        if is_settled(flow):
+            return
+        reason = self.not_ready()
+        if reason:
+            # Threat: a request served while the ledger is down would be an unaudited PHI access.
+            if self.ledger is not None:
+                self.ledger.refused_while_broken += 1
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger cannot record requests; the gateway refuses traffic until it can")
+
+    @fail_closed(Stage.AUDIT, 503)
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._record(flow)
+
+    @fail_closed(Stage.AUDIT, 503)
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._record(flow)
+
+    async def _record(self, flow: http.HTTPFlow) -> None:
+        c = context(flow)
+        if c.audit_seq is not None:
+            return
+        op = c.operation
+        if op is not None and op.kind == OpKind.HEALTH and op.path in UNAUDITED_PATHS:
+            return
+        ledger = self.ledger
+        if ledger is None or ledger.broken:
+            self._refuse(flow, c)
+            return
+        if c.auth_failure is not None:
+            peer = flow.client_conn.peername
+            self._queue("auth_failure", {"request_id": c.request_id, "client_addr": peer[0] if peer else None,
+                                         "reason": c.auth_failure.reason,
+                                         "claimed_subject": c.auth_failure.claimed_subject})
+        approval = approval_row(flow, c)
+        if approval is not None:
+            self._queue("approval", approval)
+        if c.session_id is None:
+            peer = flow.client_conn.peername
+            c.session_id = self.sessions.assign(c.identity, peer[0] if peer else None, time.time())
+        row = build_event(flow, c, c.session_id)
+        payload = exchange(flow) if ledger.recording_key is not None else None
+        try:
+            c.audit_seq = await ledger.append("event", row, payload)
+        except LedgerError:
+            self._refuse(flow, c)
+
+    def _refuse(self, flow: http.HTTPFlow, c: FlowContext) -> None:
+        if self.ledger is not None:
+            self.ledger.refused_while_broken += 1
+        if flow.response is not None or flow.error is None:
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger could not record this request; nothing was released")

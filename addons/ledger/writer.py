@@ -1,0 +1,498 @@
+"""One node's ledger writer: group-committed appends, checkpoints, witness, sealing, recovery.
+
+Appends are staged on the event loop (sequence number, canonical entry, leaf hash: microseconds)
+and written by a single flush task: it takes everything staged so far, writes and fsyncs it in a
+worker thread, and resolves every waiting future at once. Flows that finish while one fsync runs
+share the next, so the cost of durability is one fsync per batch, not per request, and no flow's
+wait ever blocks the loop or another flow.
+
+Any write failure (disk full, permissions, a vanished folder) marks the ledger broken: every
+waiting and later append fails with LedgerError, so the audit addon refuses traffic (fail closed).
+Every few seconds the writer tries to recover: it cuts the write-ahead file back to its last
+durable size, rescans it, and records an incident saying what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal
+from addons.ledger.wal import AppendFile
+
+log = logging.getLogger("phigate")
+
+RECOVERY_INTERVAL_S = 5.0
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot durably record: nothing may pass unaudited."""
+
+
+@dataclass(slots=True)
+class _Item:
+    seq: int | None
+    leaf: bytes | None
+    line: bytes
+    ts: float
+    rec_line: bytes | None = None
+    witness_line: bytes | None = None
+    cp_size: int | None = None
+    future: asyncio.Future[int] | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    """What a scan of the node's files says: where the tree and the sequence stand."""
+
+    frontier: merkle.Frontier
+    active: layout.Wal
+    active_leaves: int
+    last_cp_size: int
+    to_seal: list[tuple[Path, int, int, list[bytes]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    checkpoint_events: int = 1000
+    checkpoint_seconds: int = 10
+    seal_events: int = 50_000
+    retention_days: int = 2190
+
+
+class Ledger:
+    def __init__(
+        self,
+        audit_dir: Path,
+        node_id: str,
+        *,
+        signing_key: Ed25519PrivateKey | None,
+        witness: Path | None,
+        recording_key: recording.RecordingKey | None = None,
+        settings: Settings = Settings(),
+    ) -> None:
+        self.audit_dir = audit_dir
+        self.node_id = node_id
+        self.dir = layout.node_dir(audit_dir, node_id)
+        self.rec_dir = self.dir / "recordings"
+        self.signing_key = signing_key
+        self.witness = layout.witness_file(witness, node_id) if witness else None
+        self.recording_key = recording_key
+        self.settings = settings
+        self.broken: str | None = None
+        self.refused_while_broken = 0
+        self.batches = 0
+        self._pending: list[_Item] = []
+        self._frontier = merkle.Frontier()
+        self._next_seq = 1
+        self._last_cp_size = 0
+        self._last_cp_time = time.monotonic()
+        self._wal: AppendFile | None = None
+        self._wal_first = 1
+        self._wal_leaves = 0
+        self._good_offset = 0
+        self._rec: AppendFile | None = None
+        self._witness_file: AppendFile | None = None
+        self._lock_fd = -1
+        self._io = threading.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._sealer: asyncio.Task[None] | None = None
+        self._to_seal: list[tuple[Path, int, int, list[bytes]]] = []
+
+    # ------------------------------------------------------------------ open / close (sync)
+
+    @property
+    def size(self) -> int:
+        """Durable tree size (= the last durable seq)."""
+        return self._frontier.size
+
+    def open(self) -> None:
+        """Take the node's writer lock and resume from its files (repairing a crash-cut tail)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.rec_dir.mkdir(exist_ok=True)
+            self._lock_fd = os.open(self.dir / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+                raise LedgerError(
+                    f"{self.dir}: another process is writing node {self.node_id!r}; give each gateway "
+                    "process its own phigate_node_id"
+                ) from None
+            self._publish_key()
+            self._apply(self._scan())
+        except (OSError, ValueError, wal.WalCorrupt) as exc:
+            raise LedgerError(f"cannot open the audit ledger at {self.dir}: {exc}") from exc
+        if self.size > self._last_cp_size:
+            self._stage_checkpoint()
+
+    def _publish_key(self) -> None:
+        if self.signing_key is None:
+            return
+        pub = self.signing_key.public_key()
+        kdir = layout.keys_dir(self.audit_dir)
+        kdir.mkdir(parents=True, exist_ok=True)
+        path = kdir / f"{keys.key_id_of(pub)}.pub"
+        if not path.exists():
+            path.write_bytes(keys.public_pem(pub))
+
+    def _scan(self) -> _State:
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink()
+        files = layout.list_node(self.dir)
+        frontier = merkle.Frontier()
+        if files.sealed:
+            _, last, peaks = seal.read_meta(files.sealed[-1].path)
+            frontier = merkle.Frontier(last, peaks)
+        for leftover in self.dir.glob("wal-*.ndjson"):
+            if leftover not in {w.path for w in files.wals}:
+                leftover.unlink()  # sealed already: the segment is the record
+        last_cp = 0
+        to_seal: list[tuple[Path, int, int, list[bytes]]] = []
+        active: layout.Wal | None = None
+        active_leaves = 0
+        for i, w in enumerate(files.wals):
+            data, size = wal.complete_bytes(w.path)
+            if size != len(data):
+                # A crash cut the last line mid-write: that record was never acknowledged.
+                with open(w.path, "r+b") as fh:
+                    fh.truncate(len(data))
+                    os.fsync(fh.fileno())
+                log.warning("phigate audit: cut a partial record from the end of %s", w.path.name)
+            if w.first != frontier.size + 1:
+                raise wal.WalCorrupt(f"{w.path.name} starts at seq {w.first}, expected {frontier.size + 1}")
+            leaves = 0
+            for rec in wal.parse(data, str(w.path)):
+                if rec.leaf is None:
+                    if rec.kind == "checkpoint":
+                        last_cp = max(last_cp, _cp_size(rec.entry))
+                    continue
+                if rec.seq != frontier.size + 1:
+                    raise wal.WalCorrupt(f"{w.path.name}: seq {rec.seq} follows {frontier.size}")
+                frontier.append(rec.leaf)
+                leaves += 1
+            if i == len(files.wals) - 1 and leaves < self.settings.seal_events:
+                # The tail segment has room: keep appending (restarts and CLI tools would otherwise
+                # leave a trail of tiny sealed files).
+                active, active_leaves = w, leaves
+            else:
+                to_seal.append((w.path, w.first, frontier.size, list(frontier.peaks)))
+        if active is None:
+            active = layout.Wal(self.dir / layout.wal_name(frontier.size + 1), frontier.size + 1)
+        return _State(frontier, active, active_leaves, max(last_cp, 0), to_seal)
+
+    def _apply(self, st: _State) -> None:
+        self._frontier = st.frontier
+        self._next_seq = st.frontier.size + 1
+        self._last_cp_size = st.last_cp_size
+        self._wal = AppendFile(st.active.path)
+        self._wal_first = st.active.first
+        self._wal_leaves = st.active_leaves
+        self._good_offset = self._wal.size
+        self._to_seal.extend(st.to_seal)
+
+    def close(self) -> None:
+        """Write what is staged, sign a final checkpoint, seal everything, release the node."""
+        try:
+            if not self.broken:
+                if self.size + len([i for i in self._pending if i.leaf]) > self._last_cp_size:
+                    self.flush_now()
+                    self._stage_checkpoint()
+                self.flush_now()
+        except (OSError, LedgerError) as exc:
+            log.error("phigate audit: final write failed (%s)", type(exc).__name__)
+        with self._io:
+            if self._wal is not None:
+                # The open write-ahead segment stays as it is: the next start appends to it.
+                self._wal.close()
+                self._wal = None
+            for f in (self._rec, self._witness_file):
+                if f is not None:
+                    f.close()
+            self._rec = self._witness_file = None
+        self.seal_pending()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def seal_pending(self) -> None:
+        while self._to_seal:
+            path, first, last, peaks = self._to_seal[0]
+            try:
+                seal.seal(path, self.node_id, first, last, peaks)
+            except Exception as exc:  # noqa: BLE001 - the WAL stays the record; sealed at next start
+                log.error("phigate audit: sealing %s failed (%s: %s)", path.name, type(exc).__name__, exc)
+                return
+            self._to_seal.pop(0)
+
+    # ------------------------------------------------------------------ staging (event loop)
+
+    def stage(self, kind: str, row: Mapping[str, Any], payload: bytes | None = None) -> _Item:
+        if self.broken:
+            raise LedgerError(self.broken)
+        seq = self._next_seq
+        now = time.time()
+        fields = dict(row)
+        fields.setdefault("node_id", self.node_id)
+        fields.setdefault("ts", now)
+        rec_line = None
+        if payload is not None and self.recording_key is not None:
+            fields["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+            rec_line = recording.seal_line(
+                self.recording_key, str(fields.get("request_id") or ""), fields.get("session_id"), seq,
+                canonical.iso_ts(now), payload,
+            )
+        entry = canonical.encode(kind, seq, fields)  # RecordError: the caller's bad row, not a broken store
+        leaf = merkle.leaf_hash(entry)
+        self._next_seq = seq + 1
+        item = _Item(seq, leaf, wal.encode_line(kind, seq, leaf, entry), now, rec_line)
+        self._pending.append(item)
+        return item
+
+    def _stage_checkpoint(self) -> None:
+        """Sign the tree as it will stand once everything staged so far is durable."""
+        if self.signing_key is None:
+            return
+        frontier = self._frontier.copy()
+        frontier.extend([i.leaf for i in self._pending if i.leaf is not None])
+        if frontier.size == 0:
+            return
+        cp = keys.sign_checkpoint(
+            self.signing_key, self.node_id, frontier.size, frontier.root(), canonical.iso_ts(time.time())
+        )
+        body = orjson.dumps(cp.as_row(), option=orjson.OPT_SORT_KEYS)
+        self._pending.append(_Item(None, None, wal.encode_line("checkpoint", None, None, body), time.time(),
+                                   witness_line=body + b"\n", cp_size=frontier.size))
+        self._last_cp_size = frontier.size
+        self._last_cp_time = time.monotonic()
+
+    # ------------------------------------------------------------------ writing (worker thread)
+
+    def _write(self, batch: list[_Item]) -> None:
+        with self._io:
+            if self._wal is None:
+                raise LedgerError("the audit ledger is closed")
+            recs = [i for i in batch if i.rec_line is not None]
+            if recs:
+                # Recordings first: an event that is durable always has its recording.
+                for item in recs:
+                    self._rec_file(item.ts).write(item.rec_line or b"")
+                assert self._rec is not None
+                self._rec.sync()
+            self._wal.write(b"".join(i.line for i in batch))
+            self._wal.sync()
+            self._good_offset = self._wal.size
+            wit = [i.witness_line for i in batch if i.witness_line is not None]
+            if wit and self.witness is not None:
+                if self._witness_file is None:
+                    self.witness.parent.mkdir(parents=True, exist_ok=True)
+                    self._witness_file = AppendFile(self.witness)
+                self._witness_file.write(b"".join(wit))
+                self._witness_file.sync()
+
+    def _rec_file(self, ts: float) -> AppendFile:
+        path = recording.day_file(self.rec_dir, ts)
+        if self._rec is None or self._rec.path != path:
+            if self._rec is not None:
+                self._rec.sync()
+                self._rec.close()
+            self._rec = AppendFile(path)
+        return self._rec
+
+    def _committed(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if item.leaf is not None:
+                self._frontier.append(item.leaf)
+                self._wal_leaves += 1
+            if item.future is not None and not item.future.done():
+                item.future.set_result(item.seq or 0)
+        self.batches += 1
+
+    def _rotate(self) -> None:
+        """Start a new write-ahead segment and queue the full one for sealing."""
+        with self._io:
+            if self._wal is None:
+                return
+            self._wal.close()
+            self._to_seal.append((self._wal.path, self._wal_first, self.size, list(self._frontier.peaks)))
+            self._wal_first = self.size + 1
+            self._wal = AppendFile(self.dir / layout.wal_name(self._wal_first))
+            self._wal_leaves = 0
+            self._good_offset = 0
+
+    # ------------------------------------------------------------------ sync API (CLI tools, tests)
+
+    def flush_now(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self._write(batch)
+        except OSError as exc:
+            self._fail(exc, batch)
+            raise LedgerError(self.broken or "audit write failed") from exc
+        self._committed(batch)
+
+    def append_now(self, kind: str, row: Mapping[str, Any], payload: bytes | None = None) -> int:
+        item = self.stage(kind, row, payload)
+        self.flush_now()
+        return item.seq or 0
+
+    def checkpoint_now(self) -> None:
+        self._stage_checkpoint()
+        self.flush_now()
+
+    # ------------------------------------------------------------------ async API (the gateway)
+
+    def start(self) -> None:
+        """Start the checkpoint timer, recovery and sealing in the running loop."""
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick_loop())
+        self._kick()
+        self._kick_sealer()
+
+    async def append(self, kind: str, row: Mapping[str, Any], payload: bytes | None = None) -> int:
+        """Append and wait until the record is durable; raises LedgerError if it cannot be."""
+        item = self.stage(kind, row, payload)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        item.future = fut
+        self._kick()
+        # shield: a client that goes away must not cancel the write other flows share.
+        return await asyncio.shield(fut)
+
+    def append_nowait(self, kind: str, row: Mapping[str, Any]) -> None:
+        """Stage a record to be written with the next group commit (non-flow records)."""
+        self.stage(kind, row)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._pending and (self._flusher is None or self._flusher.done()):
+            with contextlib.suppress(RuntimeError):  # no running loop: flush_now() will write it
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while self._pending and not self.broken:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception as exc:  # noqa: BLE001 - any failure to persist means fail closed
+                self._fail(exc, batch)
+                return
+            self._committed(batch)
+            if self.size - self._last_cp_size >= self.settings.checkpoint_events:
+                self._stage_checkpoint()
+            if self._wal_leaves >= self.settings.seal_events:
+                try:
+                    await asyncio.to_thread(self._rotate)
+                except OSError as exc:
+                    self._fail(exc, [])
+                    return
+                self._kick_sealer()
+
+    def _fail(self, exc: BaseException, batch: list[_Item]) -> None:
+        reason = f"audit store write failed: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        if not self.broken:
+            log.error("phigate audit: %s; refusing traffic until it recovers", reason)
+        self.broken = reason
+        err = LedgerError(reason)
+        for item in batch + self._pending:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(err)
+                # Mark retrieved: a flow that went away must not log "exception never retrieved".
+                item.future.exception()
+        self._pending = []
+
+    def _kick_sealer(self) -> None:
+        if self._to_seal and (self._sealer is None or self._sealer.done()):
+            self._sealer = asyncio.get_running_loop().create_task(asyncio.to_thread(self.seal_pending))
+
+    async def _tick_loop(self) -> None:
+        last_recovery = 0.0
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if self.broken:
+                if now - last_recovery >= RECOVERY_INTERVAL_S:
+                    last_recovery = now
+                    await self._try_recover()
+                continue
+            if self.size > self._last_cp_size and now - self._last_cp_time >= self.settings.checkpoint_seconds:
+                self._stage_checkpoint()
+                self._kick()
+            if now - last_purge >= 3600:
+                last_purge = now
+                with contextlib.suppress(OSError):
+                    removed = await asyncio.to_thread(
+                        recording.purge, self.rec_dir, self.settings.retention_days, time.time()
+                    )
+                    if removed:
+                        log.info("phigate audit: purged %d expired recording files", len(removed))
+
+    async def _try_recover(self) -> None:
+        reason = self.broken
+        try:
+            state = await asyncio.to_thread(self._reset_files)
+        except Exception as exc:  # noqa: BLE001 - still broken; try again later
+            log.warning("phigate audit: still cannot write the ledger (%s)", type(exc).__name__)
+            return
+        self._apply(state)
+        self.broken = None
+        log.warning("phigate audit: the ledger is writable again; recording the incident")
+        with contextlib.suppress(LedgerError, canonical.RecordError):
+            self.append_nowait("incident", {
+                "kind": "audit_write_failure",
+                "detail": f"{reason}; {self.refused_while_broken} requests refused with 503 while it lasted",
+            })
+            self.refused_while_broken = 0
+        self._stage_checkpoint()
+        self._kick()
+
+    def _reset_files(self) -> _State:
+        with self._io:
+            if self._wal is not None:
+                path, good = self._wal.path, self._good_offset
+                self._wal.close()
+                self._wal = None
+                # Cut whatever a failed batch left behind: those flows were refused, not recorded.
+                with open(path, "r+b") as fh:
+                    fh.truncate(good)
+                    os.fsync(fh.fileno())
+            if self._rec is not None:
+                self._rec.close()
+                self._rec = None
+            if self._witness_file is not None:
+                self._witness_file.close()
+                self._witness_file = None
+            self._to_seal = []
+            state = self._scan()
+            # Prove the disk takes writes again before reopening for traffic.
+            probe = self.dir / "probe.tmp"
+            probe.write_bytes(b"x" * 4096)
+            with open(probe, "rb+") as fh:
+                os.fsync(fh.fileno())
+            probe.unlink()
+            return state
+
+
+def _cp_size(entry: bytes) -> int:
+    try:
+        return int(orjson.loads(entry)["size"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 0
