@@ -45,6 +45,8 @@ from addons.jwks import (
     check_trusted_url,
     fetch_json,
 )
+from addons.profile_model import Profile
+from addons.profiles import load_profile
 from addons.respond import refuse
 
 log = logging.getLogger("phigate")
@@ -66,7 +68,6 @@ MAX_TOKEN_CHARS = 16384
 PURPOSE_HEADER = "x-purpose-of-use"
 _PURPOSE_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
-DEFAULT_TOKEN_HEADERS = "authorization,x-chroma-token"  # noqa: S105 - header names, not a secret
 TOKEN_CACHE_SIZE = 10_000
 
 
@@ -445,7 +446,8 @@ class Identity:
         self._clock = clock
         self.verifier: Verifier | None = None
         self._roles: Callable[[], RoleMapping] | None = None
-        self._token_headers: tuple[str, ...] = tuple(DEFAULT_TOKEN_HEADERS.split(","))
+        # The backend profile names the headers a caller's token may arrive in (auth.token_headers).
+        self._profile: rulefiles.WatchedFile[Profile] | None = None
         self._refresher: asyncio.Task[None] | None = None
         register_readiness("identity", self._not_ready)
 
@@ -455,8 +457,6 @@ class Identity:
             "OIDC issuer URL (required); keys come from its /.well-known/openid-configuration.")
         add("phigate_audience", str, "",
             "Audience the access tokens must carry (required); several separated by commas.")
-        add("phigate_token_headers", str, DEFAULT_TOKEN_HEADERS,
-            "Request headers that may carry the caller's token, comma-separated (lower case).")
         add("phigate_clock_skew_s", int, DEFAULT_LEEWAY_S,
             f"Seconds of clock skew tolerated on exp/nbf/iat (0-{MAX_LEEWAY_S}).")
         add("phigate_jwks_refetch_s", int, 30,
@@ -464,11 +464,6 @@ class Identity:
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
-        if "phigate_token_headers" in updated:
-            names = tuple(h.strip().lower() for h in opts.phigate_token_headers.split(",") if h.strip())
-            if not names:
-                raise exceptions.OptionsError("phigate_token_headers: expected at least one header name")
-            self._token_headers = names
         if not 0 <= opts.phigate_clock_skew_s <= MAX_LEEWAY_S:
             raise exceptions.OptionsError(
                 f"phigate_clock_skew_s: got {opts.phigate_clock_skew_s}, expected 0-{MAX_LEEWAY_S} seconds")
@@ -480,6 +475,11 @@ class Identity:
                 self._roles = load_role_mapping(Path(opts.phigate_rules))
             except rulefiles.ConfigError as exc:
                 raise exceptions.OptionsError(f"Cannot load the role mapping: {exc.diagnostics()}") from None
+        if {"phigate_rules", "phigate_profile"} & updated and opts.phigate_rules and opts.phigate_profile:
+            try:
+                self._profile = load_profile(opts.phigate_rules, opts.phigate_profile)
+            except rulefiles.ConfigError as exc:
+                raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
         keys = {"phigate_issuer", "phigate_audience", "phigate_clock_skew_s", "phigate_jwks_refetch_s"}
         if updated & keys and opts.phigate_issuer and opts.phigate_audience:
             self._build_verifier(opts.phigate_issuer, opts.phigate_audience)
@@ -502,6 +502,7 @@ class Identity:
             ("phigate_issuer", "the OIDC issuer URL, e.g. --set phigate_issuer=https://idp.example.org"),
             ("phigate_audience", "the token audience, e.g. --set phigate_audience=phigate"),
             ("phigate_rules", "the rules folder holding policy.yaml (its roles: section)"),
+            ("phigate_profile", "the backend profile naming the token headers, e.g. chroma"),
         ) if not getattr(ctx.options, name)]
         if missing:
             for name, what in missing:
@@ -530,15 +531,15 @@ class Identity:
     async def request(self, flow: http.HTTPFlow) -> None:
         if is_settled(flow):
             return
-        verifier, roles = self.verifier, self._roles
-        if verifier is None or roles is None:
-            # Started without issuer/audience/rules (running() is shutting down): never a pass.
+        verifier, roles, profile = self.verifier, self._roles, self._profile
+        if verifier is None or roles is None or profile is None:
+            # Started without issuer/audience/rules/profile (running() is shutting down): never a pass.
             refuse(flow, Stage.IDENTITY, 503, "identity_unavailable", "the gateway has no token issuer configured")
             return
         c = context(flow)
         token: str | None = None
         try:
-            token = extract_token(flow.request.headers, self._token_headers)
+            token = extract_token(flow.request.headers, profile.current.auth.token_headers)
             key, verdict = await verifier.verify(token)
         except AuthError as err:
             self._refuse_auth(flow, err, token)

@@ -155,9 +155,14 @@ class Harness:
         return self.addon.verifier
 
 
+CHROMA_PROFILE = Path(__file__).resolve().parents[2] / "rules" / "profiles" / "chroma.yaml"
+
+
 @pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
     (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "chroma.yaml").write_text(CHROMA_PROFILE.read_text())
     return tmp_path
 
 
@@ -357,8 +362,21 @@ async def test_basic_auth_is_not_a_bearer_token(h: Harness) -> None:
     assert context(flow).auth_failure.reason == "unsupported_scheme"  # type: ignore[union-attr]
 
 
-async def test_headers_not_in_the_list_are_ignored(h: Harness) -> None:
+async def test_headers_not_in_the_profile_are_ignored(h: Harness) -> None:
     flow = await h.call(headers={"Api-Key": sign(claims())})
+    assert flow.response is not None and flow.response.status_code == 401
+
+
+async def test_token_headers_follow_the_profile(h: Harness, rules_dir: Path) -> None:
+    profile = rules_dir / "profiles" / "chroma.yaml"
+    text = profile.read_text()
+    assert "token_headers: [authorization, x-chroma-token]" in text
+    profile.write_text(text.replace("token_headers: [authorization, x-chroma-token]",
+                                    "token_headers: [authorization, api-key]"))
+    assert rulefiles.reload_all()
+    flow = await h.call(headers={"Api-Key": sign(claims())})
+    assert flow.response is None and context(flow).identity is not None
+    flow = await h.call(headers={"X-Chroma-Token": sign(claims())})
     assert flow.response is not None and flow.response.status_code == 401
 
 
@@ -557,7 +575,6 @@ def test_parse_jwks_refuses_unsafe_keys(caplog: pytest.LogCaptureFixture) -> Non
 @pytest.mark.parametrize("opts,match", [
     ({"phigate_issuer": "http://idp.example.org"}, "https"),
     ({"phigate_clock_skew_s": 3600}, "phigate_clock_skew_s"),
-    ({"phigate_token_headers": " , "}, "phigate_token_headers"),
     ({"phigate_jwks_refetch_s": 0}, "phigate_jwks_refetch_s"),
 ])
 async def test_bad_options_are_refused(h: Harness, opts: dict[str, Any], match: str) -> None:
@@ -577,10 +594,17 @@ async def test_policy_without_roles_section_stops_the_load(tmp_path: Path) -> No
         tctx.configure(addon, phigate_rules=str(tmp_path))
 
 
+async def test_missing_profile_stops_the_load(rules_dir: Path) -> None:
+    addon = Identity(fetch=FakeIdp().fetch)
+    with taddons.context(Gateway(), addon) as tctx, \
+            pytest.raises(exceptions.OptionsError, match="backend profile"):
+        tctx.configure(addon, phigate_rules=str(rules_dir), phigate_profile="nosuch")
+
+
 async def test_unconfigured_identity_refuses(rules_dir: Path) -> None:
     addon = Identity(fetch=FakeIdp().fetch)
     with taddons.context(Gateway(), addon) as tctx:
-        tctx.configure(addon, phigate_rules=str(rules_dir))
+        tctx.configure(addon, phigate_rules=str(rules_dir), phigate_profile="chroma")
         flow = tflow.tflow()
         flow.request.headers["authorization"] = f"Bearer {sign(claims())}"
         await addon.request(flow)
