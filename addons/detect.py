@@ -1,0 +1,469 @@
+"""Free-text detection of Safe Harbor identifiers (45 CFR 164.514(b)(2)(i)) in documents and notes.
+
+Recognisers are regexes compiled once, each with a type, a validator where a check digit or a
+calendar exists, and, for numbers that look like any other number (an MRN, a member id, a licence,
+a plate), a context cue that must sit just before the value ("MRN:", "Member ID", "plate"). Found
+spans are resolved by score then length, so "DOB 03/04/1950" is one DATE, not a DATE and a number.
+
+Organisation-specific formats (the MRN format, extra patterns) come from masking.yaml's `detect:`
+section and are compiled with the rest at load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from addons import detect_checks as checks
+from addons.detect_names import find_names
+
+TYPES = (
+    "NAME", "ADDRESS", "ZIP", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "SSN", "MRN", "HEALTH_PLAN",
+    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    type: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recogniser:
+    type: str
+    pattern: re.Pattern[str]
+    score: float = 0.9
+    group: str | int = 0  # the part of the match that is the identifier
+    validate: Callable[[re.Match[str]], bool] | None = None
+    # Set on context-typed recognisers: a match's type may change with nearby words (phone vs fax).
+    retype: Callable[[str, int], str] | None = None
+
+
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_STATES = (
+    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH"
+    " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP"
+).split()
+_STATE = "(?:" + "|".join(_STATES) + ")"
+# USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
+_SUFFIXES = """
+Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
+Boulevard Blvd Branch Br Bridge Brg Brook Brk Brooks Brks Burg Bg Burgs Bgs Bypass Byp Camp Cp Canyon Cyn
+Cape Cpe Causeway Cswy Center Ctr Centers Ctrs Circle Cir Circles Cirs Cliff Clf Cliffs Clfs Club Clb
+Common Cmn Commons Cmns Corner Cor Corners Cors Course Crse Court Ct Courts Cts Cove Cv Coves Cvs Creek Crk
+Crescent Cres Crest Crst Crossing Xing Crossroad Xrd Crossroads Xrds Curve Curv Dale Dl Dam Dm Divide Dv
+Drive Dr Drives Drs Estate Est Estates Ests Expressway Expy Extension Ext Extensions Exts Fall Falls Fls
+Ferry Fry Field Fld Fields Flds Flat Flt Flats Flts Ford Frd Fords Frds Forest Frst Forge Frg Forges Frgs
+Fork Frk Forks Frks Fort Ft Freeway Fwy Garden Gdn Gardens Gdns Gateway Gtwy Glen Gln Glens Glns Green Grn
+Greens Grns Grove Grv Groves Grvs Harbor Hbr Harbors Hbrs Haven Hvn Heights Hts Highway Hwy Hill Hl Hills
+Hls Hollow Holw Inlet Inlt Island Is Islands Iss Isle Junction Jct Junctions Jcts Key Ky Keys Kys Knoll
+Knl Knolls Knls Lake Lk Lakes Lks Land Landing Lndg Lane Ln Light Lgt Lights Lgts Loaf Lf Lock Lck Locks
+Lcks Lodge Ldg Loop Mall Manor Mnr Manors Mnrs Meadow Mdw Meadows Mdws Mews Mill Ml Mills Mls Mission Msn
+Motorway Mtwy Mount Mt Mountain Mtn Mountains Mtns Neck Nck Orchard Orch Oval Overpass Opas Park Parks
+Parkway Pkwy Parkways Pass Passage Psge Path Pike Pine Pne Pines Pnes Place Pl Plain Pln Plains Plns Plaza
+Plz Point Pt Points Pts Port Prt Ports Prts Prairie Pr Radial Radl Ramp Ranch Rnch Rapid Rpd Rapids Rpds
+Rest Rst Ridge Rdg Ridges Rdgs River Riv Road Rd Roads Rds Route Rte Row Rue Run Shoal Shl Shoals Shls
+Shore Shr Shores Shrs Skyway Skwy Spring Spg Springs Spgs Spur Spurs Square Sq Squares Sqs Station Sta
+Stravenue Stra Stream Strm Street St Streets Sts Summit Smt Terrace Ter Throughway Trwy Trace Trce Track
+Trak Trafficway Trfy Trail Trl Trailer Trlr Tunnel Tunl Turnpike Tpke Underpass Upas Union Un Unions Uns
+Valley Vly Valleys Vlys Viaduct Via Vw View Views Vws Village Vlg Villages Vlgs Ville Vl Vista Vis Walk
+Walks Wall Way Ways Well Wl Wells Wls
+""".split()
+_SUFFIX = "(?:" + "|".join(sorted(set(_SUFFIXES), key=len, reverse=True)) + r")\.?"
+_CAPW = "[A-Z][A-Za-z'\u2019\\-]*"
+_UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?\s*#?\s*[A-Za-z0-9\-]+)"
+_CITY_STATE_ZIP = (
+    rf"(?:,?\s+(?:{_CAPW}\s+){{0,3}}{_CAPW},?\s+{_STATE}\b(?:\s+\d{{5}}(?:-\d{{4}})?)?)"
+)
+_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*[:#=]?\s*"
+
+
+def _label(words: str, value: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    """`<label words> [#|no.|number] [:] <value>`: the value is group "v"."""
+    return re.compile(rf"\b(?:{words}){_LABEL_SEP}(?P<v>{value})", flags)
+
+
+def _ok_date(m: re.Match[str]) -> bool:
+    g = m.groupdict()
+    y, mo, d = g.get("y"), g.get("m"), g.get("d")
+    if not (mo and d):
+        return True
+    year = int(y) if y else 2000
+    if year < 100:
+        year += 1900 if year > 30 else 2000
+    return checks.date_ok(year, int(mo), int(d))
+
+
+def _age_over_89(m: re.Match[str]) -> bool:
+    return int(m.group("v")) >= 90
+
+
+_PHONE_CUES = re.compile(r"fax|facsimile|phone|tel\b|cell|mobile|call|pager|contact", re.IGNORECASE)
+
+
+def _phone_or_fax(text: str, start: int) -> str:
+    # The nearest cue before the number decides: "fax 555-1111, phone 555-2222" holds one of each.
+    cues = _PHONE_CUES.findall(text, max(0, start - 30), start)
+    return "FAX" if cues and cues[-1].lower().startswith("fa") else "PHONE"
+
+
+_ID_VALUE = r"(?=[A-Z0-9\-.]*\d)[A-Z0-9](?:[A-Z0-9]|[\-.](?=[A-Z0-9])){3,24}"
+
+
+def _has_digits(m: re.Match[str], n: int = 2) -> bool:
+    value: str = m.group("v")
+    return sum(ch.isdigit() for ch in value) >= n
+
+
+BUILTIN: tuple[Recogniser, ...] = (
+    Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99),
+    Recogniser(
+        "URL",
+        re.compile(
+            r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]"
+            r"|\b(?:[a-z0-9\-]+\.)+(?:com|org|net|edu|gov|info|biz|io|us|health|care|mil|co)"
+            r"/[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?]",
+            re.IGNORECASE,
+        ),
+        0.95,
+    ),
+    Recogniser(
+        "IP",
+        re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"),
+        0.95,
+        validate=lambda m: checks.ip_ok(m.group(0)),
+    ),
+    Recogniser(
+        "IP",
+        re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
+        0.95,
+        validate=lambda m: m.group(0).count(":") >= 2 and checks.ip_ok(m.group(0)) and len(m.group(0)) > 6,
+    ),
+    Recogniser(
+        "SSN",
+        re.compile(r"(?<![\w-])(?!000|666)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])"),
+        0.9,
+    ),
+    Recogniser(
+        "SSN",
+        _label(r"SSN|SS#|social security(?: number| no\.?)?|soc\.? sec\.?", r"\d{3}[- ]?\d{2}[- ]?\d{4}"),
+        0.99,
+        "v",
+    ),
+    Recogniser(
+        "PHONE",
+        re.compile(
+            r"(?<![\w+-])(?:(?:\+?1|001)[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
+            r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?(?![\w-])",
+            re.IGNORECASE,
+        ),
+        0.9,
+        retype=_phone_or_fax,
+    ),
+    Recogniser(
+        "PHONE",
+        _label(
+            r"phone|tel|telephone|cell|mobile|call(?:ed)?(?: (?:at|on))?|contact(?: number)?|pager|beeper"
+            r"|ph|home|work|fax|facsimile|reach(?:ed)? at|number",
+            r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
+        ),
+        0.95,
+        "v",
+        retype=_phone_or_fax,
+    ),
+    # Dates: ISO, US numeric, month names either side, day-month-year with a month abbreviation.
+    Recogniser(
+        "DATE",
+        re.compile(
+            r"(?<![\w/.-])(?P<y>(?:19|20)\d{2})-(?P<m>0?[1-9]|1[0-2])-(?P<d>0?[1-9]|[12]\d|3[01])"
+            r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?(?![\w/-])"
+        ),
+        0.95,
+        validate=_ok_date,
+    ),
+    Recogniser(
+        "DATE",
+        re.compile(
+            r"(?<![\w/.-])(?P<m>0?[1-9]|1[0-2])(?P<sep>[/.\-])(?P<d>0?[1-9]|[12]\d|3[01])(?P=sep)"
+            r"(?P<y>(?:19|20)?\d{2})(?![\w/-]|\.\d)"
+        ),
+        0.9,
+        validate=_ok_date,
+    ),
+    Recogniser(
+        "DATE",
+        re.compile(
+            rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?\b"
+            rf"|\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?(?:\s+(?:19|20)\d{{2}})?\b"
+            rf"|\b\d{{1,2}}-{_MONTH}-(?:(?:19|20)?\d{{2}})\b"
+            rf"|\b{_MONTH}\.?,?\s+(?:19|20)\d{{2}}\b"
+            rf"|\b(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}}\b"
+        ),
+        0.85,
+    ),
+    Recogniser(
+        "DATE",
+        _label(r"DOB|D\.O\.B\.|date of birth|born(?: on)?|birth ?date|DOD|date of death|admitted(?: on)?"
+               r"|discharged(?: on)?|date of service|DOS",
+               r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.\-]\d{1,2}[/.\-]\d{1,2}|\d{8}"),
+        0.97,
+        "v",
+    ),
+    Recogniser(
+        "AGE",
+        re.compile(
+            r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b"
+            r"|\b(?:age[ds]?|aged)\s*[:=]?\s*(?P<v2>9\d|1[01]\d)\b",
+            re.IGNORECASE,
+        ),
+        0.95,
+        validate=lambda m: int(m.group("v") or m.group("v2")) >= 90,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(
+            rf"\b\d{{1,6}}[A-Z]?\s+(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?\s+)?"
+            rf"(?:{_CAPW}\s+){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
+        ),
+        0.9,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:P\.?\s?O\.?\s*Box|Post Office Box)\s+\d{{1,6}}{_CITY_STATE_ZIP}?", re.IGNORECASE),
+        0.9,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(
+            r"\b(?:(?:USNS|USNV|USS|USCGC)\s+[A-Z][a-z]+|PSC\s+\d{4},\s+Box\s+\d{4}|Unit\s+\d{4}\s+Box\s+\d{4})"
+            r",?\s+(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b"
+        ),
+        0.9,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:{_CAPW}\s+){{0,2}}{_CAPW},\s+{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b"),
+        0.85,
+    ),
+    Recogniser("ZIP", _label(r"zip(?: ?code)?|postal code|zip/postal", r"\d{5}(?:-\d{4})?"), 0.95, "v"),
+    Recogniser(
+        "HEALTH_PLAN",
+        _label(
+            r"member|member id|subscriber(?: id)?|beneficiary|health plan(?: id| number)?|insurance(?: id)?"
+            r"|policy|group(?: number)?|medicaid(?: id)?|medicare(?: id)?|MBI|HICN|plan id|payer id|BCBS|insurer",
+            _ID_VALUE,
+        ),
+        0.85,
+        "v",
+        validate=_has_digits,
+    ),
+    Recogniser(
+        "HEALTH_PLAN",
+        # Medicare Beneficiary Identifier (CMS format): distinctive enough to stand alone.
+        re.compile(r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d"
+                   r"[AC-HJKMNP-RT-Y]{2}\d{2}\b"),
+        0.85,
+    ),
+    Recogniser(
+        "ACCOUNT",
+        _label(r"account|acct|a/c|billing(?: account)?|invoice|claim|encounter|financial|iban|bank account"
+               r"|routing", _ID_VALUE),
+        0.85,
+        "v",
+        validate=_has_digits,
+    ),
+    Recogniser(
+        "ACCOUNT",
+        # Card-like numbers only with a valid Luhn check digit.
+        re.compile(r"(?<![\w-])(?P<v>\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7})(?![\w-])"),
+        0.8,
+        "v",
+        validate=lambda m: 13 <= len(re.sub(r"\D", "", m.group("v"))) <= 19
+        and checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
+    ),
+    Recogniser(
+        "LICENSE",
+        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic|certificate|cert|registration|DEA|NPI|state license"
+               r"|board certification|permit", _ID_VALUE),
+        0.85,
+        "v",
+        validate=_has_digits,
+    ),
+    Recogniser("LICENSE", re.compile(r"\b[A-Z]{2}\d{7}\b"), 0.8, validate=lambda m: checks.dea_ok(m.group(0))),
+    Recogniser(
+        "VEHICLE",
+        re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b"),
+        0.9,
+        validate=lambda m: checks.vin_ok(m.group(0)),
+    ),
+    Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
+    Recogniser(
+        "VEHICLE",
+        _label(r"(?:license |licence |registration )?plate|tag|plates", r"[A-Z0-9]{1,4}[ \-]?[A-Z0-9]{1,4}"),
+        0.85,
+        "v",
+        validate=lambda m: any(c.isdigit() for c in m.group("v")) and len(m.group("v")) >= 4,
+    ),
+    Recogniser(
+        "DEVICE",
+        _label(r"serial(?: number)?|S/N|SN|device(?: id| serial)?|UDI|IMEI|MAC|implant(?: id)?|pacemaker"
+               r"|model/serial|lot|pump|ICD|defibrillator|hearing aid|insulin pump",
+               r"(?:\(01\))?" + _ID_VALUE + r"|(?:[0-9A-F]{2}[:\-]){5}[0-9A-F]{2}"),
+        0.85,
+        "v",
+        validate=_has_digits,
+    ),
+    Recogniser("DEVICE", re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9]+)*"), 0.9),
+)
+
+
+def _mrn_recognisers(pattern: str, standalone: bool) -> list[Recogniser]:
+    out = [
+        Recogniser(
+            "MRN",
+            _label(
+                r"MRN|MR#|MR|medical record(?: number| no\.?| #)?|med rec(?: no\.?)?|record(?: number| no\.?)?"
+                r"|chart(?: number| no\.?)?|patient id|pt id|hospital number|unit number",
+                pattern,
+            ),
+            0.97,
+            "v",
+        )
+    ]
+    if standalone:
+        out.append(Recogniser("MRN", re.compile(rf"\b(?:{pattern})\b"), 0.9))
+    return out
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """The `detect:` section of masking.yaml, compiled."""
+
+    mrn_pattern: str = r"[A-Z]{0,3}-?\d{6,10}"
+    mrn_standalone: bool = False
+    extra: tuple[Recogniser, ...] = ()
+    names: bool = True
+    disabled: frozenset[str] = field(default_factory=frozenset)
+
+
+class Detector:
+    """All recognisers, compiled once. `find(text)` returns non-overlapping spans in text order."""
+
+    def __init__(self, config: DetectConfig | None = None) -> None:
+        cfg = config or DetectConfig()
+        recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone), *cfg.extra]
+        self.recognisers = tuple(r for r in recs if r.type not in cfg.disabled)
+        self.names = cfg.names and "NAME" not in cfg.disabled
+        # Only texts holding a digit, '@' or '/' can hold most pattern types: skip those scans else.
+        self._digitless = tuple(
+            r for r in self.recognisers if r.type in ("ADDRESS",) or r in cfg.extra
+        )
+
+    def find(self, text: str) -> list[Span]:
+        candidates: list[Span] = []
+        has_digit = any(ch.isdigit() for ch in text) if len(text) < 64 else _DIGIT.search(text) is not None
+        recs = self.recognisers if (has_digit or "@" in text or "www." in text) else self._digitless
+        for rec in recs:
+            for m in rec.pattern.finditer(text):
+                if rec.validate is not None and not rec.validate(m):
+                    continue
+                s, e = m.span(rec.group)
+                if s < 0 or e <= s:
+                    continue
+                typ = rec.retype(text, s) if rec.retype else rec.type
+                candidates.append(Span(s, e, typ, rec.score))
+        if self.names:
+            for s, e, score in find_names(text):
+                candidates.append(Span(s, e, "NAME", score))
+        return resolve(candidates)
+
+    def replace(self, text: str, replacement: Callable[[Span, str], str]) -> tuple[str, list[Span]]:
+        spans = self.find(text)
+        if not spans:
+            return text, spans
+        out: list[str] = []
+        pos = 0
+        for sp in spans:
+            out.append(text[pos : sp.start])
+            out.append(replacement(sp, text[sp.start : sp.end]))
+            pos = sp.end
+        out.append(text[pos:])
+        return "".join(out), spans
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def resolve(candidates: Iterable[Span]) -> list[Span]:
+    """Keep the best non-overlapping spans: higher score, then longer, wins an overlap."""
+    ordered = sorted(candidates, key=lambda sp: (-sp.score, -(sp.end - sp.start), sp.start))
+    kept: list[Span] = []
+    for sp in ordered:
+        if all(sp.end <= k.start or sp.start >= k.end for k in kept):
+            kept.append(sp)
+    kept.sort(key=lambda sp: sp.start)
+    return kept
+
+
+def compile_config(
+    raw: Mapping[str, Any] | None, fail: Callable[[Any, str], Exception]
+) -> DetectConfig:
+    """Compile masking.yaml's `detect:` mapping. `fail(value, expected)` builds the load error."""
+    if raw is None:
+        return DetectConfig()
+    if not isinstance(raw, Mapping):
+        raise fail(raw, "a mapping with mrn / patterns / disable")
+    unknown = set(raw) - {"mrn", "patterns", "disable", "names"}
+    if unknown:
+        raise fail(sorted(unknown), "only the keys mrn, patterns, disable, names")
+    mrn = raw.get("mrn") or {}
+    if not isinstance(mrn, Mapping):
+        raise fail(mrn, "mrn: {pattern: REGEX, standalone: true|false}")
+    pattern = mrn.get("pattern", DetectConfig.mrn_pattern)
+    _check_regex(pattern, fail)
+    standalone = mrn.get("standalone", False)
+    if not isinstance(standalone, bool):
+        raise fail(standalone, "mrn.standalone: true or false")
+    extra: list[Recogniser] = []
+    for item in raw.get("patterns") or []:
+        if not isinstance(item, Mapping) or not {"type", "pattern"} <= set(item):
+            raise fail(item, "a pattern entry {type: TYPE, pattern: REGEX, context: [words]}")
+        typ = str(item["type"]).upper()
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,31}", typ):
+            raise fail(item["type"], "a type name such as MRN or EMPLOYEE_ID")
+        _check_regex(item["pattern"], fail)
+        context: Sequence[str] = item.get("context") or []
+        if not isinstance(context, list) or not all(isinstance(c, str) and c for c in context):
+            raise fail(context, "context: a list of cue words")
+        if context:
+            words = "|".join(re.escape(c) for c in context)
+            pat = _label(words, item["pattern"])
+            extra.append(Recogniser(typ, pat, float(item.get("score", 0.96)), "v"))
+        else:
+            extra.append(Recogniser(typ, re.compile(item["pattern"]), float(item.get("score", 0.96))))
+    disable = raw.get("disable") or []
+    if not isinstance(disable, list) or not set(disable) <= set(TYPES):
+        raise fail(disable, f"disable: a list of types among {', '.join(TYPES)}")
+    names = raw.get("names", True)
+    if not isinstance(names, bool):
+        raise fail(names, "names: true or false")
+    return DetectConfig(pattern, standalone, tuple(extra), names, frozenset(disable))
+
+
+def _check_regex(pattern: Any, fail: Callable[[Any, str], Exception]) -> None:
+    if not isinstance(pattern, str) or not pattern:
+        raise fail(pattern, "a regular expression string")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise fail(pattern, f"a valid regular expression ({exc.msg} at position {exc.pos})") from exc
+    if compiled.match(""):
+        raise fail(pattern, "a regular expression that cannot match the empty string")

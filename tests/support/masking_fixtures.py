@@ -1,0 +1,47 @@
+"""A Chroma backend profile for masking tests, built the way rules/profiles/chroma.yaml describes it.
+
+Masking unit tests must not depend on the profile compiler (engineer B's) to exercise the masker;
+the record paths here are the ones ../shared/BACKENDS.md and the captured traffic show.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from addons.context import OpKind
+from addons.profile_model import BackendAuth, Profile, RecordPaths, Route
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "chroma-1.5.9"
+
+T = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}"
+TEST_KEY = base64.b64encode(b"k" * 32).decode()
+OLD_KEY = base64.b64encode(b"o" * 32).decode()
+
+
+def chroma_profile() -> Profile:
+    nested = RecordPaths(ids=("$.ids[*][*]",), documents=("$.documents[*][*]",),
+                         metadata=("$.metadatas[*][*]",), vectors=("$.embeddings[*][*]",))
+    flat = RecordPaths(ids=("$.ids[*]",), documents=("$.documents[*]",), metadata=("$.metadatas[*]",),
+                       vectors=("$.embeddings[*]",))
+    req = RecordPaths(ids=("$.ids",), filters=("$.where", "$.where_document"))
+    routes = (
+        Route("chroma.query", OpKind.SEARCH, "POST", T + "/query", "collection_id", True,
+              request=req, response=nested),
+        Route("chroma.get", OpKind.GET, "POST", T + "/get", "collection_id", True, request=req, response=flat),
+        Route("chroma.export", OpKind.EXPORT, "POST", T + "/get", "collection_id", True, request=req,
+              response=flat),
+        Route("chroma.count", OpKind.GET, "GET", T + "/count", "collection_id", True),
+        Route("chroma.add", OpKind.WRITE, "POST", T + "/add", "collection_id", True,
+              request=RecordPaths(ids=("$.ids",), documents=("$.documents[*]",), metadata=("$.metadatas[*]",))),
+    )
+    return Profile("chroma", "chroma", BackendAuth(("authorization", "x-chroma-token"), None), routes,
+                   {r.id: r for r in routes})
+
+
+def fixture(seq: int) -> dict[str, Any]:
+    """One captured exchange from ../shared/fixtures/chroma-1.5.9 by sequence number."""
+    (path,) = FIXTURES.glob(f"{seq:03d}_*.json")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
