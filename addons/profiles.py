@@ -589,3 +589,10 @@ def classify(profile: Profile, method: str, path: str, query: str | Mapping[str,
 @functools.lru_cache(maxsize=4096)
 def _unquote(value: str) -> str:
     return unquote(value) if "%" in value else value
+
+
+# Weaviate's GraphQL bodies are parsed with graphql-core into a summary routes can match on
+# (addons/body_graphql.py, engineer G); a body that does not parse is Ambiguous and refused.
+from addons.body_graphql import decode_graphql as _decode_weaviate_graphql  # noqa: E402
+
+register_body_decoder("graphql", _decode_weaviate_graphql)

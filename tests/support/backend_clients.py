@@ -47,12 +47,12 @@ class HttpError(Exception):
 def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
          raw: bytes | None = None) -> Any:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback test URLs
+    req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as resp:
             text = resp.read().decode()
     except urllib.error.HTTPError as exc:
         raise HttpError(exc.code, exc.read().decode(errors="replace")) from None
@@ -278,7 +278,7 @@ def run(backend: str, url: str, token: str, names: list[str]) -> list[dict[str, 
         try:
             value = ops[name]()
             results.append({"op": name, "ok": True, "status": 200, "result": plain(value)})
-        except Exception as exc:  # noqa: BLE001 - report what the client raised, per operation
+        except Exception as exc:
             body = getattr(exc, "body", None)
             results.append({"op": name, "ok": False, "status": status_of(exc), "error": type(exc).__name__,
                             "body": body if isinstance(body, str) else repr(exc)[:2000]})
@@ -289,7 +289,7 @@ def capture(backend: str) -> Path:
     sys.path.insert(0, str(ROOT))
     from tests.support.recorded_upstream import FIXTURES, RecordedUpstream
 
-    token = "caller-token-for-capture"  # noqa: S105 - a placeholder, replaced by the gateway in real use
+    token = "caller-token-for-capture"
     with RecordedUpstream(backend) as up:
         ops = OPS[backend](up.url, token)
         captures = []
