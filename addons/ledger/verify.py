@@ -257,7 +257,10 @@ def verify_node(
             root = frontier.root().hex()
             for source, cp in by_size[size]:
                 if cp.root != root:
-                    problems.append(Problem(prev_good_cp + 1, node.node_id,
+                    lo = prev_good_cp + 1
+                    if any(lo <= p.seq <= size for p in problems):
+                        break  # already pinpointed: the root fails because of that record
+                    problems.append(Problem(lo, node.node_id,
                                             f"tree root at size {size} does not match the {source} checkpoint signed "
                                             f"{cp.ts}: a record in seq {prev_good_cp + 1}..{size} was changed"))
                     break

@@ -1,0 +1,178 @@
+"""The ledger writer: group commit, durable-before-return, crash repair, fail closed and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from addons.ledger import keys, layout, recording, sink, verify
+from addons.ledger.read import open_ledger
+from addons.ledger.writer import Ledger, LedgerError, Settings
+
+NODE = "gw1"
+
+
+def make(tmp: Path, **settings: int) -> Ledger:
+    key = keys.parse_private(b"22" * 32, "test")
+    led = Ledger(tmp / "audit", NODE, signing_key=key, witness=tmp / "witness.ndjson",
+                 recording_key=recording.RecordingKey("k1", b"k" * 32), settings=Settings(**settings))
+    led.open()
+    return led
+
+
+def pubs() -> dict[str, keys.Ed25519PublicKey]:
+    pub = keys.parse_private(b"22" * 32, "test").public_key()
+    return {keys.key_id_of(pub): pub}
+
+
+def wal_seqs(led: Ledger) -> list[int]:
+    data = led.dir.joinpath(layout.wal_name(led._wal_first)).read_bytes()
+    return [orjson.loads(line)["s"] for line in data.splitlines() if b'"k":"event"' in line]
+
+
+async def test_concurrent_appends_share_fsyncs_and_are_durable_on_return(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    led.start()
+
+    async def one(i: int) -> int:
+        seq = await led.append("event", {"request_id": f"r{i}", "status": 200})
+        # Durable before return: the line is already in the file when the caller resumes.
+        assert seq in wal_seqs(led)
+        return seq
+
+    seqs = await asyncio.gather(*(one(i) for i in range(300)))
+    assert sorted(seqs) == list(range(1, 301))
+    assert led.batches < 50, f"{led.batches} fsync batches for 300 concurrent appends: no grouping"
+    led.close()
+    assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
+
+
+async def test_a_slow_fsync_never_blocks_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    led = make(tmp_path)
+    led.start()
+    real = os.fdatasync
+
+    def slow(fd: int) -> None:
+        import time
+
+        time.sleep(0.3)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    await led.append("event", {"request_id": "slow"})
+    t.cancel()
+    assert ticks >= 10, "the loop stalled while the fsync ran"
+    monkeypatch.setattr(os, "fdatasync", real)
+    led.close()
+
+
+async def test_disk_full_fails_closed_then_recovers_with_an_incident(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    led.start()
+    await led.append("event", {"request_id": "before"})
+    # Simulate ENOSPC: the next write goes to /dev/full.
+    assert led._wal is not None
+    real_fd = led._wal.fd
+    led._wal.fd = os.open("/dev/full", os.O_WRONLY)
+    with pytest.raises(LedgerError, match="No space left"):
+        await led.append("event", {"request_id": "lost"})
+    assert led.broken and "No space left" in led.broken
+    with pytest.raises(LedgerError):
+        await led.append("event", {"request_id": "while-broken"})
+    led.refused_while_broken = 2
+    os.close(real_fd)
+    await led._try_recover()
+    assert led.broken is None
+    seq = await led.append("event", {"request_id": "after"})
+    led.close()
+    con = open_ledger(tmp_path / "audit")
+    assert [r[0] for r in con.sql("SELECT request_id FROM events ORDER BY seq").fetchall()] == ["before", "after"]
+    (incident,) = con.sql("SELECT kind, detail FROM incidents").fetchall()
+    assert incident[0] == "audit_write_failure" and "2 requests refused" in incident[1]
+    assert seq == 3  # numbering continues after the incident record
+    assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
+
+
+def test_crash_cut_tail_is_repaired_and_numbering_continues(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    for i in range(5):
+        led.append_now("event", {"request_id": f"r{i}"})
+    led.checkpoint_now()
+    wal = led._wal
+    assert wal is not None
+    os.write(wal.fd, b'{"k":"event","s":6,"h":"ab')  # a crash mid-write
+    os.close(led._lock_fd)  # the process died: its lock goes with it
+    led._lock_fd = -1
+    again = make(tmp_path)
+    assert again.size == 5
+    assert again.append_now("event", {"request_id": "r5"}) == 6
+    again.close()
+    assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
+
+
+def test_one_writer_per_node(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    with pytest.raises(LedgerError, match="another process is writing node 'gw1'"):
+        make(tmp_path)
+    led.close()
+
+
+async def test_readers_see_sealed_and_open_segments_while_the_writer_runs(tmp_path: Path) -> None:
+    led = make(tmp_path, seal_events=50)
+    led.start()
+    for _ in range(3):
+        await asyncio.gather(*(led.append("event", {"request_id": "x", "subject": "s"}) for _ in range(60)))
+        await asyncio.sleep(0)
+    for _ in range(100):
+        if len(layout.list_node(led.dir).sealed) >= 2 and not led._to_seal:
+            break
+        await asyncio.sleep(0.05)
+    files = layout.list_node(led.dir)
+    assert len(files.sealed) >= 2 and files.wals
+    con = open_ledger(tmp_path / "audit")  # the writer still holds its lock and files
+    assert con.execute("SELECT count(*), count(DISTINCT seq), max(seq) FROM events").fetchone() == (180, 180, 180)
+    led.close()
+
+
+def test_records_are_checked_against_the_schema(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    with pytest.raises(ValueError, match="unknown columns"):
+        led.append_now("incident", {"kind": "x", "nonsense": 1})
+    with pytest.raises(ValueError, match="unknown record kind"):
+        led.append_now("gossip", {})
+    assert led.append_now("incident", {"kind": "x", "detail": "y"}) == 1  # a bad record used no seq
+    led.close()
+
+
+def test_record_to_writes_a_signed_record_from_another_process(tmp_path: Path) -> None:
+    key_file = tmp_path / "k.pem"
+    keys.generate_key_file(key_file)
+    seq = sink.record_to(tmp_path / "audit", "review", {"packet_sha256": "ab" * 32, "reviewer": "pat",
+                                                        "signed_at": 1_700_000_000.0},
+                         key_file=str(key_file), witness=tmp_path / "w/", node_id="tool-test")
+    assert seq == 1
+    con = open_ledger(tmp_path / "audit")
+    assert con.sql("SELECT reviewer, node_id FROM reviews").fetchall() == [("pat", "tool-test")]
+    private = keys.load_private(str(key_file))
+    assert private is not None
+    report = verify.verify(tmp_path / "audit", {keys.key_id_of(private.public_key()): private.public_key()},
+                           tmp_path / "w/")
+    assert report.ok and report.nodes[0].last_signed_size == 1
+
+
+def test_sink_without_a_running_ledger_says_what_to_do() -> None:
+    with pytest.raises(sink.SinkUnavailable, match="record_to"):
+        sink.record("incident", {"kind": "x"})
