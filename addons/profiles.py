@@ -121,12 +121,18 @@ def _walk(steps: list[tuple[str, Any]], doc: Any) -> list[Any]:
     return current
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse_jsonpath(text: str) -> Any:
+    # jsonpath-ng's parser costs ~1 ms a path, and profiles repeat the same paths on many routes.
+    return jsonpath_parse(text)
+
+
 def compile_jsonpath(file: Path | str, rule_id: str | None, text: Any) -> Finder:
     """Validate a JSONPath with jsonpath-ng; return a function doc -> values at the path."""
     require(file, rule_id, text, isinstance(text, str) and text.startswith("$"),
             "a JSONPath string starting with '$'")
     try:
-        expr = jsonpath_parse(text)
+        expr = _parse_jsonpath(text)
     except Exception as exc:  # noqa: BLE001 - jsonpath-ng raises several unrelated types
         hint = " (jsonpath-ng reserves words such as `where`: write $['where'])"
         raise ConfigError(file, rule_id, text, f"a valid JSONPath ({exc}){hint}") from None

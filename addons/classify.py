@@ -1,0 +1,167 @@
+"""Classify: what does this request do, to which collection? (chain slot after Identity)
+
+The request hook canonicalises the target (addons/canonical.py), refuses with 400 whatever a backend
+could read differently from the gateway, matches the backend profile (addons/profiles.py) and sets
+`ctx.operation`. The canonical target replaces the original, so the backend receives exactly what
+was classified. A request no route matches becomes `unknown`: not refused here, denied by policy
+(default deny), so the audit shows it like any other denial.
+
+Collection ids: Chroma's data routes carry a collection UUID while policies name collections. The
+response hook learns id -> name pairs from the backend's own successful answers (create, get, list,
+fork, an accepted rename), as the profile's `learn` entries say. A caller cannot poison the map to
+reach another collection: nothing a caller sends is learned unless the backend accepted it, and the
+backend is the authority on which name an id has. An id not learned yet classifies with no
+collection name, which no collection glob matches (default deny); an unmodified chromadb client
+always creates or gets a collection by name before using its id, so in practice the name is known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from mitmproxy import ctx, exceptions, http
+
+from addons.canonical import Ambiguous, canonical_target, check_headers, parse_query
+from addons.context import Operation, OpKind, Stage, context, is_settled
+from addons.gateway import register_readiness
+from addons.guard import fail_closed
+from addons.profile_model import CollectionLearning, Profile, RequestParts, Route
+from addons.profiles import classify_request, load_profile
+from addons.respond import refuse
+from addons.rulefiles import ConfigError
+
+log = logging.getLogger("phigate")
+
+# flow.metadata key of the decoded request (policy rules may test JSONPaths in the body).
+PARTS_KEY = "phigate.request_parts"
+
+
+def request_parts(flow: http.HTTPFlow) -> RequestParts | None:
+    """The request as classify decoded it (canonical path, query, path variables, body document)."""
+    parts = flow.metadata.get(PARTS_KEY)
+    return parts if isinstance(parts, RequestParts) else None
+
+
+class CollectionNames:
+    """Collection id -> name, learned from backend answers only; bounded so it cannot grow forever."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._names: OrderedDict[str, str] = OrderedDict()
+        self._limit = limit
+
+    def learn(self, collection_id: str, name: str) -> None:
+        self._names[collection_id] = name
+        self._names.move_to_end(collection_id)
+        while len(self._names) > self._limit:
+            self._names.popitem(last=False)
+
+    def name_of(self, collection_id: str) -> str | None:
+        return self._names.get(collection_id)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class Classify:
+    def __init__(self) -> None:
+        self.names = CollectionNames()
+        register_readiness("profile", self._not_ready)
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"phigate_rules", "phigate_profile"}:
+            return
+        if not (ctx.options.phigate_rules and ctx.options.phigate_profile):
+            return  # the Gateway addon stops the gateway with a message saying what to set
+        try:
+            load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile)
+        except ConfigError as exc:
+            raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
+
+    def _profile(self) -> Profile:
+        return load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current
+
+    def _not_ready(self) -> str | None:
+        try:
+            self._profile()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            return f"backend profile not loaded ({type(exc).__name__})"
+        return None
+
+    @fail_closed(Stage.CLASSIFY, 500)
+    def request(self, flow: http.HTTPFlow) -> None:
+        if is_settled(flow):
+            return
+        profile = self._profile()
+        req = flow.request
+        if req.raw_content is None:
+            # A streamed body was never seen by the gateway: it cannot be judged or masked.
+            refuse(flow, Stage.CLASSIFY, 413, "body_not_inspectable",
+                   "the request body is too large for the gateway to inspect")
+            return
+        try:
+            target = canonical_target(req.path)
+            query = parse_query(target.query)
+            check_headers(req.headers, query)
+            # Content-Encoding other than identity was refused above: the raw bytes are the body.
+            result = classify_request(profile, req.method, target.path, query, req.raw_content)
+        except Ambiguous as exc:
+            refuse(flow, Stage.CLASSIFY, 400, "ambiguous_request", exc.detail)
+            return
+        if target.forwarded != req.path:
+            req.path = target.forwarded  # forward exactly what was classified
+        flow.metadata[PARTS_KEY] = result.parts
+        context(flow).operation = self._operation(profile, req.method, target.path, result.route,
+                                                  result.facts, result.collection, result.collection_id)
+
+    def _operation(self, profile: Profile, method: str, path: str, route: Route | None,
+                   facts: Any, collection: str | None, collection_id: str | None) -> Operation:
+        if route is None:
+            return Operation(backend=profile.backend, kind=OpKind.UNKNOWN, route="unknown",
+                             method=method, path=path)
+        if route.collection_is_id and collection_id is not None:
+            collection = self.names.name_of(collection_id)
+        return Operation(backend=profile.backend, kind=route.kind, route=route.id, method=method,
+                         path=path, collection=collection, collection_id=collection_id, facts=dict(facts))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # Not an enforcing hook: a failure to learn only means later requests on that id are
+        # denied until the client names the collection again. Never let it break the response.
+        c = context(flow)
+        op = c.operation
+        if op is None or c.answered_by_gateway or flow.response is None or not 200 <= flow.response.status_code < 300:
+            return
+        try:
+            route = self._profile().route(op.route)
+            if route is not None and route.learn:
+                self._learn(flow, route)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("phigate: could not learn collection names from %s (%s)", op.route, type(exc).__name__)
+
+    def _learn(self, flow: http.HTTPFlow, route: Route) -> None:
+        parts = request_parts(flow)
+        response_doc: Any = None
+        for spec in route.learn:
+            if spec.source == "request":
+                doc = parts.body if parts is not None else None
+            else:
+                if response_doc is None and flow.response is not None:
+                    response_doc = orjson.loads(flow.response.get_content(strict=True) or b"null")
+                doc = response_doc
+            if doc is None:
+                continue
+            for item in spec.find(doc):
+                self._learn_item(spec, item, parts)
+
+    def _learn_item(self, spec: CollectionLearning, item: Any, parts: RequestParts | None) -> None:
+        if not isinstance(item, dict):
+            return
+        name = item.get(spec.name_key)
+        if spec.id_var is not None:
+            ident = parts.vars.get(spec.id_var) if parts is not None else None
+        else:
+            ident = item.get(spec.id_key) if spec.id_key else None
+        if isinstance(ident, str) and isinstance(name, str) and ident and name:
+            self.names.learn(ident, name)
