@@ -101,7 +101,7 @@ class Approvals:
             "Let several gateway workers share the admin port (SO_REUSEPORT); any of them serves any hold.")
         add("phigate_admin_certfile", str, "", "PEM certificate (chain) for TLS on the admin listener.")
         add("phigate_admin_keyfile", str, "", "PEM private key for TLS on the admin listener.")
-        add("phigate_reviewer_roles", str, "privacy-office,security-office",
+        add("phigate_reviewer_roles", str, "approver",
             "Roles allowed on the admin API (comma-separated); deciding a hold also needs a role its rule names.")
         add("phigate_grant_max_minutes", int, 480, "Longest window an approver may grant, in minutes.")
         add("phigate_break_glass_role", str, "emergency", "Role that may pass a hold with a justification header.")
@@ -157,14 +157,16 @@ class Approvals:
                                                      self.admin.handle, tls=tls,
                                                      reuse_port=opts.phigate_admin_reuse_port)
             except OSError as exc:
-                # Without its listener nobody could approve: every hold would only time out.
-                log.error("phigate approvals: cannot listen on %s:%s (%s); set phigate_admin_port",
+                # Holds stay decidable: any other gateway process's admin API on this store serves
+                # them (the usual case for a second worker without phigate_admin_reuse_port). If there
+                # is none, they time out as denials; nothing is ever released without a decision.
+                log.error("phigate approvals: cannot listen on %s:%s (%s); this process serves no admin API. "
+                          "Set phigate_admin_port (or phigate_admin_reuse_port for workers)",
                           opts.phigate_admin_host, opts.phigate_admin_port, exc.strerror)
-                ctx.master.shutdown()
-                return
-            scheme = "https" if tls else "http"
-            self.admin_url = f"{scheme}://{opts.phigate_admin_host}:{opts.phigate_admin_port}"
-            log.info("phigate approvals: admin API and reviewer console at %s/", self.admin_url)
+            else:
+                scheme = "https" if tls else "http"
+                self.admin_url = f"{scheme}://{opts.phigate_admin_host}:{opts.phigate_admin_port}"
+                log.info("phigate approvals: admin API and reviewer console at %s/", self.admin_url)
         self.notifier = Notifier(urls, f"{self.admin_url}/" if self.admin_url else None)
         self.notifier.start()
         loop = asyncio.get_running_loop()
@@ -435,6 +437,11 @@ class Approvals:
                 if inspect.isawaitable(result):
                     await result
                 done.append(seq)
+        except Exception as exc:  # noqa: BLE001 - no ledger in this process (yet): rows wait in the store
+            if not self._ledger_warned:
+                log.warning("phigate approvals: the audit ledger did not take approvals records (%s); "
+                            "they stay in the hold store until it does", type(exc).__name__)
+                self._ledger_warned = True
         finally:
             await self.store.call(s.mark_shipped, done)
 

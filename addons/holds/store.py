@@ -390,7 +390,7 @@ class HoldStore:
                            "WHERE hold_id = ? AND state = 'pending'", (now, why, hold_id))
                 hold = self._get(tx, hold_id)
                 assert hold is not None
-                self._record(tx, hold, "denied")
+                self._record(tx, hold, "denied", ship=True)
                 ended.append(hold)
         return ended
 
@@ -405,7 +405,7 @@ class HoldStore:
                            "WHERE hold_id = ?", (now, why, hold_id))
                 hold = self._get(tx, hold_id)
                 assert hold is not None
-                self._record(tx, hold, "denied")
+                self._record(tx, hold, "denied", ship=True)
                 ended.append(hold)
             tx.execute("DELETE FROM instances WHERE instance_id = ?", (self.instance_id,))
         return ended
@@ -454,7 +454,11 @@ class HoldStore:
     # ------------------------------------------------------------------ the approvals record
 
     def _record(self, tx: sqlite3.Connection, hold: Hold, outcome: str,
-                extra: Mapping[str, Any] | None = None) -> None:
+                extra: Mapping[str, Any] | None = None, *, ship: bool = False) -> None:
+        """Record an outcome. `ship`: hand it to the audit ledger from here. Outcomes of holds whose
+        flow is still held by a live gateway process are not shipped: that flow's audit event carries
+        them (ctx.hold), and one record per outcome keeps the ledger's counts honest. Holds ended
+        without their flow (restart, dead worker) and grants have no flow: they are shipped."""
         row = {
             "hold_id": hold.hold_id, "kind": hold.kind, "requester": hold.requester,
             "approvers": list(hold.approvers), "rule_id": hold.rule_id, "operation": hold.operation,
@@ -463,7 +467,7 @@ class HoldStore:
             "request_hash": hold.request_hash, "request_id": hold.request_id, "node_id": hold.node_id,
             **(extra or {}),
         }
-        self._record_row(tx, str(row["kind"]), hold.hold_id, outcome, row)
+        self._record_row(tx, str(row["kind"]), hold.hold_id, outcome, row, ship=ship)
 
     def _record_grant(self, tx: sqlite3.Connection, grant: Grant, outcome: str, by: str, at: float,
                       justification: str) -> None:
@@ -472,13 +476,15 @@ class HoldStore:
             "approvers": [by], "rule_id": None, "operation": grant.operation, "collection": grant.collection,
             "requested_at": grant.created_at, "decided_at": at, "outcome": outcome,
             "justification": justification, "request_hash": None, "expires_at": grant.expires_at,
-        })
+        }, ship=True)
 
     def _record_row(self, tx: sqlite3.Connection, kind: str, hold_id: str | None, outcome: str,
-                    row: Mapping[str, Any]) -> None:
-        tx.execute("INSERT INTO decisions (recorded_at, instance_id, kind, hold_id, outcome, row) "
-                   "VALUES (?, ?, ?, ?, ?, ?)",
-                   (time.time(), self.instance_id, kind, hold_id, outcome, json.dumps(dict(row), sort_keys=True)))
+                    row: Mapping[str, Any], *, ship: bool) -> None:
+        # shipped: 0 = for the ledger, 1 = in the ledger, 2 = carried by the flow's audit event.
+        tx.execute("INSERT INTO decisions (recorded_at, instance_id, kind, hold_id, outcome, row, shipped) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (time.time(), self.instance_id, kind, hold_id, outcome, json.dumps(dict(row), sort_keys=True),
+                    0 if ship else 2))
 
     def decisions(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT seq, row FROM decisions ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()

@@ -29,8 +29,8 @@ from addons.holds.store import HoldStore
 
 ISS = "http://idp.test"
 ACTORS = {
-    "tok-po1": Actor("approver-1", ISS, frozenset({"privacy-office"}), "PO One"),
-    "tok-po2": Actor("approver-2", ISS, frozenset({"privacy-office"}), "PO Two"),
+    "tok-po1": Actor("approver-1", ISS, frozenset({"approver"}), "PO One"),
+    "tok-po2": Actor("approver-2", ISS, frozenset({"approver"}), "PO Two"),
     "tok-agent": Actor("agent-1", ISS, frozenset({"agents"})),
     "tok-sec": Actor("sec-1", ISS, frozenset({"security-office"})),
 }
@@ -54,7 +54,7 @@ async def approvals(tmp_path: Path) -> AsyncIterator[Approvals]:
     addon = Approvals()
     with taddons.context(Gateway(), addon) as tctx:
         tctx.configure(addon, phigate_holds_db=str(tmp_path / "holds.sqlite"), phigate_admin_port=0,
-                       phigate_node_id="node-t")
+                       phigate_node_id="node-t", phigate_reviewer_roles="approver,security-office")
         addon.authenticate_override = fake_auth
         await addon.running()
         yield addon
@@ -73,7 +73,7 @@ def held_flow(*, required: int = 1, timeout: float = 300.0, subject: str = "agen
     c.identity = Identity(subject, ISS, frozenset(roles), "jti-1", time.time() + 300, name=subject.upper())
     c.operation = Operation("chroma", OpKind.EXPORT, "chroma.get", "POST", PATH, collection="notes")
     c.decision = Decision(action, "hold-export", "bulk export of notes",
-                          hold=HoldSpec(frozenset({"privacy-office"}), required, timeout)
+                          hold=HoldSpec(frozenset({"approver"}), required, timeout)
                           if action == Action.HOLD else None)
     return f
 
@@ -295,7 +295,7 @@ async def test_admin_api_refusals(approvals: Approvals, token: str | None, path:
 
 
 async def test_justification_and_roles_are_enforced_on_decisions(approvals: Approvals) -> None:
-    f = held_flow(subject="approver-2", roles=("privacy-office",))
+    f = held_flow(subject="approver-2", roles=("approver",))
     task = asyncio.create_task(approvals.request(f))
     hold = await pending_hold(approvals)
     url = f"/api/holds/{hold['hold_id']}/approve"

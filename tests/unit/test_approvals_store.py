@@ -194,11 +194,17 @@ def test_grants_match_user_operation_collection_until_they_expire(store: HoldSto
     assert store.grants(now=1101.0) == []
 
 
-def test_unshipped_records_are_kept_until_marked(store: HoldStore) -> None:
+def test_only_flowless_outcomes_go_to_the_ledger_from_the_store(store: HoldStore) -> None:
+    # Decided while its flow is held: the flow's audit event carries the outcome (ctx.hold).
     store.create(new_hold("h-1"))
     store.deny("h-1", PO1, "no", 1001.0)
+    assert store.unshipped() == []
+    # A grant, and a hold whose process is gone, have no flow: the store hands them over.
+    store.add_grant("agent-1", "export", "notes", PO1, "window", 1002.0, minutes=5)
+    store.create(new_hold("h-2"))
+    store.end_own_pending(1003.0, "gateway stopped")
     rows = store.unshipped()
-    assert [r["outcome"] for _, r in rows] == ["denied"]
+    assert [(r["kind"], r["outcome"]) for _, r in rows] == [("grant", "granted"), ("hold", "denied")]
     store.mark_shipped([seq for seq, _ in rows])
     assert store.unshipped() == []
 
@@ -219,6 +225,7 @@ PHI = st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N")), min_
 @settings(max_examples=60, deadline=None)
 @given(value=PHI, number=st.integers(min_value=100000, max_value=10**12))
 def test_summary_never_contains_a_record_value(value: str, number: int) -> None:
+    value = f"<{value}>"  # no structural word of a summary contains "<"
     body = json.dumps({"where": {"mrn": value}, "ids": [value], "documents": [value, value],
                        "where_document": {"$contains": value}, "metadatas": [{"name": value}],
                        "n_results": 5, "patient": number, "include": ["documents"]}).encode()
