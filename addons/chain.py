@@ -17,17 +17,19 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from addons.classify import Classify  # noqa: E402
 from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.identity import Identity  # noqa: E402
+from addons.policy import Policy  # noqa: E402
 
 
 def build() -> list[object]:
     return [
         Gateway(),  # options, start-up checks, rule reloads, /-/healthz and /-/readyz
         Identity(),  # verify the OIDC access token (or refuse 401/400/503) -> ctx.identity
-        # classify.Classify(),      backend profile: method + path + body -> ctx.operation
-        # policy.Policy(),          default-deny rules -> ctx.decision
+        Classify(),  # canonical target, backend profile: method + path + body -> ctx.operation (or 400)
+        Policy(),  # default-deny rules -> ctx.decision (403 with rule id and reason)
         # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold
         Forward(),  # final gate: only allowed or released flows leave; credential swap
         # masking.Masking(),        detokenize requests, mask responses -> ctx.masking

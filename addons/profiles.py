@@ -508,9 +508,12 @@ def load_profile(rules_dir: str | Path, name: str) -> WatchedFile[Profile]:
 
 
 def _decode_graphql(body: bytes) -> Any:
-    # The JSON envelope ({"query": "...", "variables": {...}}); profiles match on it. A richer
-    # summary (class, operation, filter) can replace this via register_body_decoder("graphql", ...).
-    return decode_json(body)
+    # Parsed with graphql-core into a summary (operation, classes, filters, searches): a regex over
+    # the envelope would be fooled by aliases, fragments, comments and variables. Imported lazily so
+    # a deployment without GraphQL backends does not load the parser.
+    from addons.body_graphql import decode_graphql
+
+    return decode_graphql(body)
 
 
 _DECODERS: dict[str, Callable[[bytes], Any]] = {
