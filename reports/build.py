@@ -1,0 +1,150 @@
+"""Assemble a packet: open the ledger, restrict it to the period, run every section's queries (which
+write the data files), and compute the control table. Rendering and signing are separate steps."""
+
+# SQL here is built from this package's own fragments, table names and timestamps formatted from
+# datetimes; no ledger value or user-supplied text is ever inlined.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reports import access, activity, controls, governance, integrity, minimum, protection, software_version
+from reports import matrix as matrix_mod
+from reports.figures import figures
+from reports.matrix import Matrix
+from reports.model import Packet, Section
+from reports.period import Period
+from reports.source import open_ledger
+from reports.tables import Collector
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    ledger: Path
+    period: Period
+    out: Path
+    rules: Path  # the rules folder (masking.yaml), used when the ledger holds no masking.yaml version
+    verify: bool = True
+    public_keys: tuple[str, ...] = ()  # trusted checkpoint keys for verify (default: as ./run.sh verify finds them)
+    audit_key_file: str = ""
+    witness: str | None = None
+    tls_cert: Path | None = None
+    row_limit: int = 500  # rows kept for display per table (the data files hold all of them)
+    generated_at: dt.datetime | None = None
+
+
+def _period_views(col: Collector, period: Period) -> None:
+    start, end = period.sql_bounds()
+    col.con.execute(f"CREATE OR REPLACE TEMP VIEW ev AS SELECT * FROM events WHERE ts >= {start} AND ts < {end}")
+    col.con.execute(
+        "CREATE OR REPLACE TEMP VIEW ap AS SELECT * FROM approvals "
+        f"WHERE coalesce(requested_at, ts) >= {start} AND coalesce(requested_at, ts) < {end}"
+    )
+    col.con.execute(f"CREATE OR REPLACE TEMP VIEW af AS SELECT * FROM auth_failures WHERE ts >= {start} AND ts < {end}")
+    col.con.execute(f"CREATE OR REPLACE TEMP VIEW inc AS SELECT * FROM incidents WHERE ts >= {start} AND ts < {end}")
+
+
+def build(opts: BuildOptions) -> Packet:
+    generated_at = opts.generated_at or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    con = open_ledger(opts.ledger)
+    try:
+        col = Collector(con, opts.out / "data", opts.row_limit)
+        _period_views(col, opts.period)
+        outcome = (
+            integrity.run_verify(opts.ledger, list(opts.public_keys), opts.audit_key_file, opts.witness) if opts.verify
+            else integrity.VerifyOutcome(False, False, "not run for this packet (--no-verify)")
+        )
+        masking_matrix = _matrix(col, opts)
+        prot = protection.protection(opts.tls_cert, opts.ledger, generated_at)
+        sections: list[Section] = [
+            activity.scope(col),
+            governance.policy_versions(col, opts.period),
+            governance.audit_configuration(col),
+            integrity.integrity(col, outcome),
+            activity.activity(col, opts.period),
+            minimum.minimum_necessary(col, masking_matrix),
+            access.login_monitoring(col),
+            access.approvals(col),
+            access.break_glass(col),
+            prot,
+            minimum.disclosures(col),
+            governance.incidents(col),
+            governance.reviews(col, opts.period),
+        ]
+        for i, s in enumerate(sections, start=1):
+            s.number = i
+        f = figures(col, opts.period)
+        f["verify"] = outcome.summary
+        f["verified"] = outcome.performed and outcome.ok
+        f["tls"] = "valid" if prot.status == "ok" else (prot.status_text or "not examined")
+        f["recording_files"] = next((x.value for x in prot.facts if x.label.startswith("Encrypted session")), 0)
+        f["matrix_roles"] = len(masking_matrix.roles)
+        f["matrix_rows"] = len(masking_matrix.rows)
+        ctl = controls.build(sections, f)
+    finally:
+        con.close()
+    packet = Packet(
+        period_label=opts.period.label, period_start=opts.period.start, period_end=opts.period.end,
+        generated_at=generated_at, software_version=software_version(), ledger=str(opts.ledger),
+        sections=sections, controls=ctl, summary=f,
+    )
+    _write_summary(packet, col.data_dir)
+    return packet
+
+
+def _matrix(col: Collector, opts: BuildOptions) -> Matrix:
+    """The matrix of the masking.yaml version in force at the end of the period, as the ledger kept
+    it; the rules folder's file only when the ledger has no version of it."""
+    _, end = opts.period.sql_bounds()
+    row = col.con.execute(
+        f"""SELECT path, sha256, content FROM rule_versions
+            WHERE (path = 'masking.yaml' OR path LIKE '%/masking.yaml') AND effective_from < {end}
+            ORDER BY effective_from DESC LIMIT 1"""
+    ).fetchone()
+    seen = [r[0] for r in col.rows("SELECT DISTINCT unnest(roles) FROM ev ORDER BY 1")]
+    rules_file = opts.rules / "masking.yaml"
+    if row is not None:
+        source = f"{row[0]}, version {str(row[1])[:12]} in force at the end of the period (from the ledger)"
+        return matrix_mod.load(Path(row[0]), str(row[2]), source, seen)
+    return matrix_mod.load(rules_file, None, f"{rules_file} (the ledger holds no version of it)", seen)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat() + "Z"
+    return value
+
+
+def _write_summary(packet: Packet, data_dir: Path) -> None:
+    """packet.json: the figures, every section's facts and the control table, as data."""
+    doc = {
+        "period": {"from": _jsonable(packet.period_start), "to": _jsonable(packet.period_end),
+                   "label": packet.period_label},
+        "generated_at": _jsonable(packet.generated_at),
+        "software_version": packet.software_version,
+        "figures": {k: _jsonable(v) for k, v in packet.summary.items()},
+        "sections": [
+            {"number": s.number, "id": s.id, "title": s.title, "status": s.status, "status_text": s.status_text,
+             "facts": [{"label": x.label, "value": _jsonable(x.value)} for x in s.facts],
+             "tables": [{"id": t.id, "title": t.title, "rows": t.total, "csv": t.data_file, "json": t.json_file}
+                        for t in (*s.tables, *s.data_tables)]}
+            for s in packet.sections
+        ],
+        "controls": [
+            {"cite": c.cite, "requirement": c.requirement, "evidence": c.evidence, "status": c.status,
+             "where": [w.ref for w in c.where]}
+            for c in packet.controls
+        ],
+    }
+    (data_dir / "packet.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with (data_dir / "controls.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cite", "requirement", "evidence", "status", "where"])
+        for c in packet.controls:
+            w.writerow([c.cite, c.requirement, c.evidence, c.status, "; ".join(x.ref for x in c.where)])
