@@ -96,7 +96,10 @@ class Ledger:
         self.refused_while_broken = 0
         self.batches = 0
         self._pending: list[_Item] = []
-        self._frontier = merkle.Frontier()
+        self._frontier = merkle.Frontier()  # durable leaves
+        # Every staged leaf, in seq order, including a batch in flight: a checkpoint staged now is
+        # written after all of them, so it must sign exactly this tree.
+        self._staged = merkle.Frontier()
         self._next_seq = 1
         self._last_cp_size = 0
         self._last_cp_time = time.monotonic()
@@ -199,6 +202,7 @@ class Ledger:
 
     def _apply(self, st: _State) -> None:
         self._frontier = st.frontier
+        self._staged = st.frontier.copy()
         self._next_seq = st.frontier.size + 1
         self._last_cp_size = st.last_cp_size
         self._wal = AppendFile(st.active.path)
@@ -211,9 +215,7 @@ class Ledger:
         """Write what is staged, sign a final checkpoint, seal everything, release the node."""
         try:
             if not self.broken:
-                if self.size + len([i for i in self._pending if i.leaf]) > self._last_cp_size:
-                    self.flush_now()
-                    self._stage_checkpoint()
+                self._stage_checkpoint()
                 self.flush_now()
         except (OSError, LedgerError) as exc:
             log.error("phigate audit: final write failed (%s)", type(exc).__name__)
@@ -261,6 +263,7 @@ class Ledger:
         entry = canonical.encode(kind, seq, fields)  # RecordError: the caller's bad row, not a broken store
         leaf = merkle.leaf_hash(entry)
         self._next_seq = seq + 1
+        self._staged.append(leaf)
         item = _Item(seq, leaf, wal.encode_line(kind, seq, leaf, entry), now, rec_line)
         self._pending.append(item)
         return item
@@ -269,9 +272,8 @@ class Ledger:
         """Sign the tree as it will stand once everything staged so far is durable."""
         if self.signing_key is None:
             return
-        frontier = self._frontier.copy()
-        frontier.extend([i.leaf for i in self._pending if i.leaf is not None])
-        if frontier.size == 0:
+        frontier = self._staged
+        if frontier.size == 0 or frontier.size == self._last_cp_size:
             return
         cp = keys.sign_checkpoint(
             self.signing_key, self.node_id, frontier.size, frontier.root(), canonical.iso_ts(time.time())

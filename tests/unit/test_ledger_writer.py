@@ -79,6 +79,33 @@ async def test_a_slow_fsync_never_blocks_the_event_loop(tmp_path: Path, monkeypa
     led.close()
 
 
+async def test_timed_checkpoints_during_inflight_batches_sign_the_right_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    led = make(tmp_path, checkpoint_seconds=1, checkpoint_events=100_000)
+    led.start()
+    real = os.fdatasync
+
+    def slow(fd: int) -> None:
+        import time
+
+        time.sleep(0.05)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 2.6
+    n = 0
+    while loop.time() < end:
+        await asyncio.gather(*(led.append("event", {"request_id": f"r{n}-{i}"}) for i in range(3)))
+        n += 1
+    monkeypatch.setattr(os, "fdatasync", real)
+    led.close()
+    report = verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson")
+    assert report.ok, report.problems
+    assert report.nodes[0].witness_checkpoints >= 3
+
+
 async def test_disk_full_fails_closed_then_recovers_with_an_incident(tmp_path: Path) -> None:
     led = make(tmp_path)
     led.start()
