@@ -149,21 +149,19 @@ def compile_role_mapping(path: Path | str, section: Any) -> RoleMapping:
     return RoleMapping(claim=claim.strip(), map=compiled)
 
 
-def _compile_roles_only(path: Path, doc: Any) -> RoleMapping:
-    rulefiles.require(path, None, type(doc).__name__, isinstance(doc, Mapping), "a YAML mapping")
-    return compile_role_mapping(path, doc.get("roles"))
-
-
 def load_role_mapping(rules_dir: Path) -> Callable[[], RoleMapping]:
-    """A getter for the current role mapping of `rules_dir/policy.yaml` (raises ConfigError).
+    """A getter for the current role mapping: the `.roles` of the compiled rules_dir/policy.yaml.
 
-    TODO(B/lead): once addons/policy.py exposes `load_policy(rules_dir)` whose compiled policy
-    carries `.roles` (a RoleMapping from `compile_role_mapping`), return
-    `lambda: load_policy(rules_dir).current.roles` here instead: rulefiles.watched() keeps ONE
-    compiler per path, so policy.yaml must be watched by the policy compiler only.
+    policy.yaml is compiled (and watched, and versioned) once, by the policy addon's compiler,
+    which calls `compile_role_mapping` for its `roles:` section; rulefiles keeps one compiler per
+    path, so this addon reads that compiled object rather than watching the file itself.
+    Raises ConfigError when the policy cannot be loaded.
     """
-    wf = rulefiles.watched(rules_dir / "policy.yaml", _compile_roles_only)
-    return lambda: wf.current
+    # Imported here: addons/policy.py imports this module (RoleMapping, compile_role_mapping).
+    from addons.policy import load_policy
+
+    wf = load_policy(rules_dir)
+    return lambda: wf.current.roles
 
 
 # ---------------------------------------------------------------- finding the token

@@ -41,6 +41,7 @@ ROLES_ONLY_POLICY = """
 roles:
   claim: groups
   map: {clinicians: clinician, agents: agent, privacy-office: approver, emergency: emergency}
+rules: []
 """
 
 

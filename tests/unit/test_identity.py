@@ -46,6 +46,7 @@ roles:
     agents: agent
     privacy-office: approver
     emergency: [emergency, clinician]
+rules: []
 """
 
 RSA_1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
