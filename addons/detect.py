@@ -50,7 +50,7 @@ _MONTH = (
 )
 _STATES = (
     "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH"
-    " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP"
+    " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP FM MH PW"
 ).split()
 _STATE = "(?:" + "|".join(_STATES) + ")"
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
@@ -172,7 +172,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "PHONE",
         _label(
             r"phone|tel|telephone|cell|mobile|call(?:ed)?(?: (?:at|on))?|contact(?: number)?|pager|beeper"
-            r"|ph|home|work|fax|facsimile|reach(?:ed)? at|number",
+            r"|ph|home|work|fax|facsimile|reach(?:ed|able)? at",
             r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
         ),
         0.95,
@@ -251,7 +251,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser(
         "ADDRESS",
         re.compile(rf"\b(?:{_CAPW}\s+){{0,2}}{_CAPW},\s+{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b"),
-        0.85,
+        0.92,
     ),
     Recogniser("ZIP", _label(r"zip(?: ?code)?|postal code|zip/postal", r"\d{5}(?:-\d{4})?"), 0.95, "v"),
     Recogniser(
@@ -307,10 +307,11 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
     Recogniser(
         "VEHICLE",
-        _label(r"(?:license |licence |registration )?plate|tag|plates", r"[A-Z0-9]{1,4}[ \-]?[A-Z0-9]{1,4}"),
+        _label(r"(?:license |licence |registration )?plate|tag|plates",
+               r"[A-Z0-9]{1,8}(?:[ \-\u2022\u00b7][A-Z0-9]{1,8})?"),
         0.85,
         "v",
-        validate=lambda m: any(c.isdigit() for c in m.group("v")) and len(m.group("v")) >= 4,
+        validate=lambda m: any(c.isdigit() for c in m.group("v")) and 4 <= len(m.group("v")) <= 10,
     ),
     Recogniser(
         "DEVICE",
@@ -402,9 +403,23 @@ class Detector:
 _DIGIT = re.compile(r"\d")
 
 
+def _join_same_type(candidates: Iterable[Span]) -> list[Span]:
+    out: list[Span] = []
+    for sp in sorted(candidates, key=lambda c: (c.type, c.start)):
+        prev = out[-1] if out else None
+        if prev is not None and prev.type == sp.type and sp.start < prev.end:
+            out[-1] = Span(prev.start, max(prev.end, sp.end), sp.type, max(prev.score, sp.score))
+        else:
+            out.append(sp)
+    return out
+
+
 def resolve(candidates: Iterable[Span]) -> list[Span]:
-    """Keep the best non-overlapping spans: higher score, then longer, wins an overlap."""
-    ordered = sorted(candidates, key=lambda sp: (-sp.score, -(sp.end - sp.start), sp.start))
+    """Keep the best non-overlapping spans: higher score, then longer, wins an overlap.
+
+    Overlapping candidates of one type are first joined ("12 Oak St" and "Springfield, IL 62704"
+    found by two address patterns are one address)."""
+    ordered = sorted(_join_same_type(candidates), key=lambda sp: (-sp.score, -(sp.end - sp.start), sp.start))
     kept: list[Span] = []
     for sp in ordered:
         if all(sp.end <= k.start or sp.start >= k.end for k in kept):

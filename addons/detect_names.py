@@ -19,10 +19,11 @@ import re
 from collections.abc import Iterator
 
 # Capitalised name words: letters (any script), inner apostrophes and hyphens (O'Brien, Smith-Jones).
-_WORD = "[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿA-ZÀ-ÖØ-Þ'\u2019\\-]*[a-zß-öø-ÿ]|[A-ZÀ-ÖØ-Þ]\\.?"
-_PARTICLE = r"(?:de|del|de la|da|das|do|dos|di|van|van der|von|der|le|la|bin|ibn|al|el|y)"
+_UPPER = "[A-ZÀ-ÖØ-Þ\u0100-\u024f\u1e00-\u1eff]"
+_WORD = _UPPER + "(?:[^\\W\\d_]|['\u2019\\-])*[^\\W\\d_]|" + _UPPER + "\\.?"
+_PARTICLE = r"(?:de|del|de la|da|das|do|dos|di|van|van der|von|der|le|la|bin|ibn|al|el|y|an|ni|ui)"
 NAME_SEQ = re.compile(
-    "(?<![\\w'\u2019@./-])" rf"(?:{_WORD})(?:(?:\s+{_PARTICLE})?\s+(?:{_WORD})){{0,3}}(?![\w@])"
+    "(?<![\\w'\u2019@./-])" rf"(?:{_WORD})(?:(?:\s+{_PARTICLE})?\s+(?:{_WORD})){{0,5}}(?![\w@])"
 )
 
 TITLES = frozenset(
@@ -36,6 +37,9 @@ CUE_BEFORE = re.compile(
     r"|employer|landlord|roommate|fianc[ée]e?)(?:,|\s+named)?"
     r"|\b(?:seen|examined|evaluated|referred|accompanied|signed|dictated|transcribed|reviewed|attended"
     r"|discussed|called|contacted|visited|authored|co-signed|cosigned|verified|entered)\s+by"
+    # Conversation verbs name the other party: "spoke with", "discussed the plan with".
+    r"|\b(?:spoke|spoken|speaking|discussed|reviewed|met|talked|consulted|conferred|counsel+ed|explained"
+    r"|called|updated|informed)(?:\s+(?:the\s+)?\w+){0,2}\s+(?:with|to)"
     r"|\b(?:dear|attn|cc|contact|emergency contact|attending|resident|physician|provider|pcp|nurse|rn"
     r"|np|pa|md|surgeon|therapist|pharmacist|caseworker|case manager|social worker|author|signed"
     r"|electronically signed|witness|interpreter|informant|per)"
@@ -44,6 +48,12 @@ CUE_BEFORE = re.compile(
 )
 # A credential after the words marks a clinician's name: "Sarah Lee, MD".
 CUE_AFTER = re.compile(r"^\s*,?\s*(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|DDS|PharmD|LCSW|MSW|FNP|CNM)\b")
+# What patients do in notes: "<Name> tolerated the procedure", "<Name> agrees with the plan".
+VERB_AFTER = re.compile(
+    r"^\s+(?:tolerated|tolerates|agrees|agreed|presented|presents|returned|returns|reports|reported|states"
+    r"|stated|denies|denied|complains|complained|was seen|was admitted|was discharged|is a \d|underwent"
+    r"|verbalized|verbalizes|consented|declined|refused|endorses|endorsed|arrived|feels|felt|was counseled)\b"
+)
 
 # Capitalised words that are not names even when a lexicon lists them (sentence starters, clinical
 # vocabulary, months, wards). They end a candidate rather than start one.
@@ -66,6 +76,12 @@ STOP = frozenset(
     st mt ft north south east west new lake port fort saint santa san los las el la
     type diabetes hypertension asthma copd chf cad ckd mi afib pain fever cough nausea
     mg ml kg cm mm bid tid qid prn po iv im sq qd qhs
+    home work cell bed mobile contact seen signed attending referred wife husband son daughter mother
+    father brother sister spouse partner guardian caregiver friend neighbor emergency lives mailing
+    login device portal records see vehicle driver driver's state surgery last visit tel call email
+    postal billing code number serial pump pacemaker insulin license licence plate policy subscriber
+    medicaid temp chest ct mri cbc bmp inr ldl egfr diet physical therapy x-ray
+
     """.split()
 )
 
@@ -102,59 +118,64 @@ def _words(span: str) -> list[str]:
 
 def _is_name_word(w: str) -> bool:
     base = w.rstrip(".").lower()
+    if len(base) == 1:
+        return w[0].isupper()  # an initial
     return bool(base) and base not in STOP
 
 
 def find_names(text: str) -> Iterator[tuple[int, int, float]]:
     """Yield (start, end, score) for person names."""
-    first, last = lexicon()
     for m in NAME_SEQ.finditer(text):
-        start = m.start()
-        seq = m.group(0)
-        # Drop leading stop words ("The", "Patient") and titles: they are cues, not the name.
-        parts = list(re.finditer(r"\S+", seq))
-        while parts and not _is_name_word(parts[0].group(0)):
-            parts.pop(0)
-        while parts and not _is_name_word(parts[-1].group(0)):
-            parts.pop()
-        # Stop at the first stop word inside (e.g. "John Smith Hospital" -> institution, skip).
-        if not parts:
-            continue
-        inner_stop = any(not _is_name_word(p.group(0)) and p.group(0).lower() not in _PARTICLES for p in parts)
-        if inner_stop:
-            continue
-        s = start + parts[0].start()
-        e = start + parts[-1].end()
-        words = [p.group(0) for p in parts]
-        lowered = [w.rstrip(".").lower() for w in words]
-        cue = bool(CUE_BEFORE.search(text[max(0, s - 40) : s]))
-        cue_after = bool(CUE_AFTER.match(text[e : e + 12]))
-        full_words = [w for w in lowered if len(w) > 1]
-        if not full_words:
-            continue
-        if cue or cue_after:
-            # After a cue, one or more capitalised words are a name ("Mr. Okafor", "Pt. Jane Doe").
-            yield s, e, 0.9
-            continue
-        if len(full_words) >= 2 and full_words[0] in first and (full_words[-1] in last or full_words[-1] in first):
-            yield s, e, 0.8
-            continue
-        if len(full_words) >= 2 and full_words[0] in first and lowered[1].endswith("") and len(lowered[1]) == 1:
-            # "John Q. Public"
-            yield s, e, 0.75
-            continue
-        # "Smith, John": surname, comma, known first name.
-        tail = text[e : e + 30]
-        mm = re.match(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?", tail)
-        if mm and len(full_words) == 1 and full_words[0] in last and mm.group(1).lower() in first:
-            yield s, e + mm.end(), 0.8
-            continue
-        # An initial then a surname ("J. Smith") or a known first name and an unknown but
-        # capitalised surname are weaker; take them only when the surname is in the lexicon.
-        if len(words) >= 2 and len(lowered[0]) == 1 and full_words[-1] in last:
-            yield s, e, 0.7
+        # Split the capitalised run at stop words ("bed A. Patient Jane Doe" -> "A.", "Jane Doe"):
+        # titles and cue words are evidence, never part of the name.
+        run: list[re.Match[str]] = []
+        for part in re.finditer(r"\S+", m.group(0)):
+            word = part.group(0)
+            if _is_name_word(word) or (run and word in _PARTICLES):
+                run.append(part)
+            else:
+                yield from _judge(text, m.start(), run)
+                run = []
+        yield from _judge(text, m.start(), run)
+
+
+def _judge(text: str, offset: int, parts: list[re.Match[str]]) -> Iterator[tuple[int, int, float]]:
+    while parts and parts[-1].group(0) in _PARTICLES:
+        parts = parts[:-1]
+    if not parts:
+        return
+    first, last = lexicon()
+    s = offset + parts[0].start()
+    e = offset + parts[-1].end()
+    words = [p.group(0) for p in parts]
+    lowered = [w.rstrip(".").lower() for w in words]
+    full_words = [w for w in lowered if len(w) > 1]
+    if not full_words:
+        return  # initials alone
+    cue = bool(CUE_BEFORE.search(text[max(0, s - 40) : s]))
+    cue_after = bool(CUE_AFTER.match(text[e : e + 12]))
+    if not cue_after and VERB_AFTER.match(text[e : e + 24]):
+        # One capitalised word before a verb is often a sentence's subject ("Metformin was..."), so
+        # a verb cue needs two name words, or one the lexicon knows.
+        cue_after = len(full_words) >= 2 or full_words[0] in first or full_words[0] in last
+    # "Smith, John" / "Ó Caoláin, Kilian": surname, comma, a capitalised given name.
+    given = re.match(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?(?![\w-])", text[e : e + 40])
+    given_ok = given is not None and _is_name_word(given.group(1)) and len(given.group(1)) > 1
+    if cue or cue_after:
+        # After a cue, capitalised words are a name ("Mr. Okafor", "Pt. Jane Doe", "Sarah Lee, MD").
+        yield s, (e + given.end()) if given is not None and given_ok else e, 0.9
+        return
+    if len(full_words) >= 2 and full_words[0] in first and (full_words[-1] in last or full_words[-1] in first):
+        yield s, e, 0.8
+        return
+    if given is not None and given_ok and full_words[-1] in last and given.group(1).lower() in first:
+        yield s, e + given.end(), 0.8
+        return
+    # An initial then a known surname ("J. Smith").
+    if len(words) >= 2 and len(lowered[0]) == 1 and full_words[-1] in last:
+        yield s, e, 0.7
 
 
 _PARTICLES = frozenset(
-    "de del la da das do dos di van der von le bin ibn al el y".split()
+    "de del la da das do dos di van der von le bin ibn al el y an ni ui".split()
 )

@@ -46,16 +46,19 @@ class MaskRun:
 def _find_key_value(raw: bytes, key: str) -> tuple[int, int] | None:
     """Byte span of the value of `"key":` when it looks like a vector block, else None."""
     needle = orjson.dumps(key)
-    at = raw.find(needle)
-    if at < 0 or raw.find(needle, at + 1) >= 0:
-        return None  # absent, or named twice (a nested copy): parse everything
-    i = at + len(needle)
     n = len(raw)
-    while i < n and raw[i] in b" \t\r\n":
-        i += 1
-    if i >= n or raw[i] != ord(":"):
-        return None
-    i += 1
+    found: list[int] = []  # positions just past `"key":` (the name used as a key, not as a value)
+    at = raw.find(needle)
+    while at >= 0:
+        i = at + len(needle)
+        while i < n and raw[i] in b" \t\r\n":
+            i += 1
+        if i < n and raw[i] == ord(":"):
+            found.append(i + 1)
+        at = raw.find(needle, at + 1)
+    if len(found) != 1:
+        return None  # absent, or a key of that name nested elsewhere too: parse everything
+    i = found[0]
     while i < n and raw[i] in b" \t\r\n":
         i += 1
     start = i

@@ -12,6 +12,7 @@ A location is only ever yielded where a key or index already exists: masking nev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,34 @@ def _slow_locations(expr: Any, doc: Any) -> Iterator[Location]:
                 yield parent, idx % len(parent)
 
 
+_SIMPLE_STEP = re.compile(
+    r"\.(?P<name>[A-Za-z_$#][\w$#\-]*)|\.\*|\[\*\]|\[(?P<index>-?\d+)\]"
+    r"|\[(?P<q>['\"])(?P<quoted>(?:(?!(?P=q)).)*)(?P=q)\]"
+)
+
+
+def _simple_steps(text: str) -> tuple[Step, ...] | None:
+    """Steps of a plain path parsed here, so names jsonpath-ng reserves (`where`, `and`) work."""
+    if not text.startswith("$"):
+        return None
+    pos = 1
+    steps: list[Step] = []
+    while pos < len(text):
+        m = _SIMPLE_STEP.match(text, pos)
+        if m is None:
+            return None
+        if m.group("name") is not None:
+            steps.append(Key(m.group("name")))
+        elif m.group("index") is not None:
+            steps.append(Index(int(m.group("index"))))
+        elif m.group("quoted") is not None:
+            steps.append(Key(m.group("quoted")))
+        else:
+            steps.append(Wild())
+        pos = m.end()
+    return tuple(steps)
+
+
 def compile_path(text: str) -> Walker:
     """Compile a JSONPath once; raises PathError with the parser's position on a bad path."""
     if not isinstance(text, str) or not text.strip():
@@ -183,6 +212,9 @@ def compile_path(text: str) -> Walker:
             f"{text!r}: recursive descent ('..') is not allowed; it walks every vector float. "
             "Name the path (e.g. $.metadatas[*][*].mrn) or use a `fields:` target"
         )
+    simple = _simple_steps(text.strip())
+    if simple is not None:
+        return Walker(text, simple, None)
     try:
         expr = jsonpath_ng.ext.parse(text)  # type: ignore[attr-defined]
     except Exception as exc:  # jsonpath-ng's lexer raises plain Exceptions too

@@ -46,6 +46,10 @@ def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
         "phigate_backend_credential_env": "PHIGATE_TEST_BACKEND_CREDENTIAL",
         "phigate_audit_dir": str(workdir / "audit"),
         "phigate_allow_plain_http": "true",
+        # Approvals: each test gateway keeps its own hold store and opens no admin listener unless
+        # the test asks (a fixed default port would collide between parallel gateways).
+        "phigate_holds_db": str(workdir / "holds.sqlite"),
+        "phigate_admin_port": "0",
     }
 
 
