@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,27 +36,9 @@ from tests.support.servers import (
 pytestmark = pytest.mark.integration
 
 CREDENTIAL_ENV = "PHIGATE_TEST_BACKEND_CREDENTIAL"
-ROLES_ONLY_POLICY = """
-roles:
-  claim: groups
-  map: {clinicians: clinician, agents: agent, privacy-office: approver, emergency: emergency}
-rules: []
-"""
-
-
-def rules_folder(tmp: Path) -> Path:
-    """The repository's rules; until policy.yaml exists there, a copy with a roles-only policy."""
-    if (ROOT / "rules" / "policy.yaml").exists():
-        return ROOT / "rules"
-    folder = tmp / "rules"
-    shutil.copytree(ROOT / "rules", folder)
-    (folder / "policy.yaml").write_text(ROLES_ONLY_POLICY)
-    return folder
-
-
-def start_gateway(upstream: str, issuer: str, tmp: Path, args: tuple[str, ...] = (), **extra: Any) -> Gateway:
+def start_gateway(upstream: str, issuer: str, args: tuple[str, ...] = (), **extra: Any) -> Gateway:
     options = {
-        "phigate_rules": str(rules_folder(tmp)),
+        "phigate_rules": str(ROOT / "rules"),
         "phigate_profile": "chroma",
         "phigate_issuer": issuer,
         "phigate_audience": "phigate",
@@ -76,9 +57,9 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(idp: Idp, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(idp: Idp, upstream: RecordingUpstream) -> Iterator[Gateway]:
     # One second of clock skew, so the IdP's 2-second token (client short-1) expires quickly.
-    gw = start_gateway(upstream.url, idp.issuer, tmp_path_factory.mktemp("gw"), phigate_clock_skew_s=1)
+    gw = start_gateway(upstream.url, idp.issuer, phigate_clock_skew_s=1)
     yield gw
     gw.stop()
 
@@ -154,17 +135,17 @@ BAD: list[tuple[str, Any, str]] = [
 ]
 
 
-def test_good_token_from_the_real_idp_passes_identity(gateway: Gateway, idp: Idp) -> None:
-    status, _, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat",
-                                headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
-    # Identity let it through; what happens next is policy's business (never 401/503 here).
-    assert status not in (400, 401, 503), body
-
-
-def test_native_key_header_works_too(gateway: Gateway, idp: Idp) -> None:
-    status, _, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat",
-                                headers={"X-Chroma-Token": idp.token("agent-1")})
-    assert status not in (400, 401, 503), body
+@pytest.mark.parametrize("header,value", [("Authorization", "Bearer {}"), ("X-Chroma-Token", "{}")])
+def test_good_token_from_the_real_idp_reaches_the_backend(gateway: Gateway, idp: Idp, upstream: RecordingUpstream,
+                                                         header: str, value: str) -> None:
+    token = idp.token("clin-1")
+    before = len(upstream.requests)
+    # The heartbeat is allowed to every verified caller by rules/policy.yaml (health-for-all).
+    status, _, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat", headers={header: value.format(token)})
+    assert status == 200, body
+    assert len(upstream.requests) == before + 1
+    forwarded = upstream.requests[-1]["headers"]
+    assert token not in json.dumps(forwarded), "the caller's token was forwarded to the backend"
 
 
 def test_no_token_is_401(gateway: Gateway, upstream: RecordingUpstream) -> None:
@@ -209,15 +190,15 @@ def wait_until(t: float) -> None:
     time.sleep(max(0.0, t - time.time()))
 
 
-def test_key_rotation_without_restart_and_rate_limited_refetch(tmp_path: Path) -> None:
+def test_key_rotation_without_restart_and_rate_limited_refetch() -> None:
     window = 5  # phigate_jwks_refetch_s for this gateway
     idp = Idp(jwks=make_rsa_jwks(["key-a"]))
     with idp, RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, idp.issuer, tmp_path, phigate_jwks_refetch_s=window)
+        gw = start_gateway(upstream.url, idp.issuer, phigate_jwks_refetch_s=window)
         try:
             started = time.time()
             url = f"{gw.url}/api/v2/heartbeat"
-            assert http_call("GET", url, headers={"Authorization": f"Bearer {idp.token('clin-1')}"})[0] != 401
+            assert http_call("GET", url, headers={"Authorization": f"Bearer {idp.token('clin-1')}"})[0] == 200
             assert refreshes(gw, idp.issuer) == 1
 
             # Rotate: the IdP restarts signing with key-b (key-a still published).
@@ -226,7 +207,7 @@ def test_key_rotation_without_restart_and_rate_limited_refetch(tmp_path: Path) -
             assert jwt.get_unverified_header(token_b)["kid"] == "key-b"
             wait_until(started + window + 0.5)
             status, _, body = http_call("GET", url, headers={"Authorization": f"Bearer {token_b}"})
-            assert status not in (401, 503), body  # the unknown kid caused one refetch; no restart
+            assert status == 200, body  # the unknown kid caused one refetch; no restart
             assert refreshes(gw, idp.issuer) == 2
             refetched = time.time()
 
@@ -244,15 +225,15 @@ def test_key_rotation_without_restart_and_rate_limited_refetch(tmp_path: Path) -
             assert refreshes(gw, idp.issuer) == 3
             # Tokens signed by the old key still verify while the IdP still publishes it.
             old = craft(idp, kid="key-a")
-            assert http_call("GET", url, headers={"Authorization": f"Bearer {old}"})[0] != 401
+            assert http_call("GET", url, headers={"Authorization": f"Bearer {old}"})[0] == 200
         finally:
             gw.stop()
 
 
-def test_unreachable_issuer_with_nothing_cached_is_503(tmp_path: Path, idp: Idp) -> None:
+def test_unreachable_issuer_with_nothing_cached_is_503(idp: Idp) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, dead, tmp_path)
+        gw = start_gateway(upstream.url, dead)
         try:
             status, _, body = http_call("GET", f"{gw.url}/api/v2/heartbeat",
                                         headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
@@ -284,7 +265,7 @@ def test_a_failing_identity_hook_refuses_and_forwards_nothing(tmp_path: Path, id
     breaker = tmp_path / "break_identity.py"
     breaker.write_text(BREAKER.format(root=str(ROOT)))
     with RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, idp.issuer, tmp_path, args=("-s", str(breaker)))
+        gw = start_gateway(upstream.url, idp.issuer, args=("-s", str(breaker)))
         try:
             status, _, body = http_call("GET", f"{gw.url}/api/v2/heartbeat",
                                         headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
