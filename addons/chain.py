@@ -21,6 +21,7 @@ from addons.classify import Classify  # noqa: E402
 from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.identity import Identity  # noqa: E402
+from addons.masking import Masking  # noqa: E402
 from addons.policy import Policy  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def build() -> list[object]:
         Policy(),  # default-deny rules -> ctx.decision (403 with rule id and reason)
         # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold
         Forward(),  # final gate: only allowed or released flows leave; credential swap
-        # masking.Masking(),        detokenize requests, mask responses -> ctx.masking
+        Masking(),  # detokenize request handles, mask responses per role (or 502) -> ctx.masking
         # audit.Audit(),            durable, tamper-evident event per request (last)
     ]
 

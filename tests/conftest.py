@@ -62,6 +62,8 @@ def gateway_factory(idp: Idp, tmp_path: Path) -> Iterator[Callable[..., Gateway]
               **options: Any) -> Gateway:
         opts = {**gateway_options(idp, tmp_path), **{k: str(v) for k, v in options.items()}}
         gw = Gateway(upstream, opts, env={"PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
+                                          # test-only token key (masking refuses to start without one)
+                                          "PHIGATE_TOKEN_KEYS": "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s=",
                                           **os.environ, **(env or {})}, runner=runner)
         gw.start()
         started.append(gw)
