@@ -83,7 +83,7 @@ _UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm
 _CITY_STATE_ZIP = (
     rf"(?:,?\s+(?:{_CAPW}\s+){{0,3}}{_CAPW},?\s+{_STATE}\b(?:\s+\d{{5}}(?:-\d{{4}})?)?)"
 )
-_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*[:#=]?\s*"
+_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*[:#=\-]?\s*"
 
 
 def _label(words: str, value: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:

@@ -112,6 +112,13 @@ def lexicon() -> tuple[frozenset[str], frozenset[str]]:
     return first - STOP, last - STOP
 
 
+def known(word: str, names: frozenset[str]) -> bool:
+    """Lexicon lookup as the Census lists spell names: no apostrophes (O'Neil -> ONEIL); each part
+    of a hyphenated name counts (Smith-Jones)."""
+    w = word.replace("'", "").replace("\u2019", "")
+    return w in names or any(part in names for part in w.split("-") if len(part) > 1)
+
+
 def _words(span: str) -> list[str]:
     return [w for w in re.split(r"\s+", span) if w]
 
@@ -157,7 +164,7 @@ def _judge(text: str, offset: int, parts: list[re.Match[str]]) -> Iterator[tuple
     if not cue_after and VERB_AFTER.match(text[e : e + 24]):
         # One capitalised word before a verb is often a sentence's subject ("Metformin was..."), so
         # a verb cue needs two name words, or one the lexicon knows.
-        cue_after = len(full_words) >= 2 or full_words[0] in first or full_words[0] in last
+        cue_after = len(full_words) >= 2 or known(full_words[0], first) or known(full_words[0], last)
     # "Smith, John" / "Ó Caoláin, Kilian": surname, comma, a capitalised given name.
     given = re.match(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?(?![\w-])", text[e : e + 40])
     given_ok = given is not None and _is_name_word(given.group(1)) and len(given.group(1)) > 1
@@ -165,14 +172,16 @@ def _judge(text: str, offset: int, parts: list[re.Match[str]]) -> Iterator[tuple
         # After a cue, capitalised words are a name ("Mr. Okafor", "Pt. Jane Doe", "Sarah Lee, MD").
         yield s, (e + given.end()) if given is not None and given_ok else e, 0.9
         return
-    if len(full_words) >= 2 and full_words[0] in first and (full_words[-1] in last or full_words[-1] in first):
+    if len(full_words) >= 2 and known(full_words[0], first) and (
+        known(full_words[-1], last) or known(full_words[-1], first)
+    ):
         yield s, e, 0.8
         return
-    if given is not None and given_ok and full_words[-1] in last and given.group(1).lower() in first:
+    if given is not None and given_ok and known(full_words[-1], last) and known(given.group(1).lower(), first):
         yield s, e + given.end(), 0.8
         return
     # An initial then a known surname ("J. Smith").
-    if len(words) >= 2 and len(lowered[0]) == 1 and full_words[-1] in last:
+    if len(words) >= 2 and len(lowered[0]) == 1 and known(full_words[-1], last):
         yield s, e, 0.7
 
 

@@ -95,15 +95,15 @@ def main() -> None:
 
         def bare(body: bytes) -> Callable[[], None]:
             def run() -> None:
-                flow_for(body, frozenset({"agents"}))
+                flow_for(body, frozenset({"agent"}))
             return run
 
         runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
         print(f"1 MB-class Chroma query response: {len(big) / 1e6:.2f} MB, 100 hits x 1536-d, ~1 KB notes")
         results = {}
         cases = (("flow only (no masking)", bare(big)),
-                 ("clinician (account only)", hooks(big, frozenset({"clinicians"}))),
-                 ("agent (tokenize+detect)", hooks(big, frozenset({"agents"}))))
+                 ("clinician (account only)", hooks(big, frozenset({"clinician"}))),
+                 ("agent (tokenize+detect)", hooks(big, frozenset({"agent"}))))
         for name, fn in cases:
             fn()
             xs = timed(fn, runs)
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"  masking adds (agent):      {results['agent (tokenize+detect)'] - base:.2f} ms p50 (target < 15 ms)")
         print(f"  accounting adds (clinician): {results['clinician (account only)'] - base:.2f} ms p50")
         small_results = {}
-        for name, fn in (("flow only", bare(small)), ("agent", hooks(small, frozenset({"agents"})))):
+        for name, fn in (("flow only", bare(small)), ("agent", hooks(small, frozenset({"agent"})))):
             fn()
             xs = timed(fn, runs * 20)
             small_results[name] = statistics.median(xs)

@@ -25,8 +25,8 @@ from addons.tokens import KeyRing
 from tests.support.masking_fixtures import OLD_KEY, TEST_KEY, chroma_profile, fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENT = frozenset({"agents"})
-CLINICIAN = frozenset({"clinicians"})
+AGENT = frozenset({"agent"})
+CLINICIAN = frozenset({"clinician"})
 
 
 @pytest.fixture
@@ -317,7 +317,7 @@ def _compile(text: str) -> Any:
     return compile_masking(path, parse_yaml(path, text))
 
 
-RULE = "rules:\n  - id: r1\n    roles: [agents]\n"
+RULE = "rules:\n  - id: r1\n    roles: [agent]\n"
 
 
 @pytest.mark.parametrize(
@@ -349,7 +349,7 @@ def test_repo_rules_compile() -> None:
 
 def test_first_rule_wins_a_field_and_drop_never_creates_keys() -> None:
     rules = _compile(RULE + "    fields: [mrn]\n    operator: drop\n"
-                     "  - id: r2\n    roles: [agents]\n    fields: [mrn, ward]\n    operator: redact\n")
+                     "  - id: r2\n    roles: [agent]\n    fields: [mrn, ward]\n    operator: redact\n")
     prof = chroma_profile()
     plan = rules.plan(AGENT, "chroma", prof.by_id["chroma.get"])
     doc: dict[str, Any] = {"metadatas": [{"mrn": 0, "ward": ""}, {"x": 1}, {"mrn": False}]}
