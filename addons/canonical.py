@@ -11,6 +11,7 @@ forwarded; whatever still has two readings is refused with 400 before classifica
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,15 +49,18 @@ class Target:
         return self.path if self.query is None else f"{self.path}?{self.query}"
 
 
+_BAD_RAW = re.compile(r"[^\x21-\x7e]|#")
+
+
 def _check_raw(raw: str, what: str) -> None:
-    for ch in raw:
-        code = ord(ch)
-        if code <= 0x20 or code >= 0x7F:
-            # Raw spaces, control bytes and non-ASCII: servers differ on how (and whether) they
-            # decode them, and NUL truncates paths in C-based components.
-            raise Ambiguous(f"the {what} contains a raw control, space or non-ASCII byte (0x{code:02x})")
-    if "#" in raw:
+    m = _BAD_RAW.search(raw)
+    if m is None:
+        return
+    if m.group() == "#":
         raise Ambiguous(f"the {what} contains a fragment ('#'); clients never send one")
+    # Raw spaces, control bytes and non-ASCII: servers differ on how (and whether) they decode
+    # them, and NUL truncates paths in C-based components.
+    raise Ambiguous(f"the {what} contains a raw control, space or non-ASCII byte (0x{ord(m.group()):02x})")
 
 
 def _decode_segment(segment: str) -> str:

@@ -53,7 +53,7 @@ from addons.identity import RoleMapping, compile_role_mapping
 from addons.profile_model import RequestParts
 from addons.profiles import compile_jsonpath, present
 from addons.respond import refuse
-from addons.rulefiles import ConfigError, WatchedFile, require, watched
+from addons.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
 
 log = logging.getLogger("phigate")
 
@@ -359,13 +359,20 @@ def compile_policy(file: Path, doc: Any) -> PolicySet:
     return PolicySet(roles=roles, rules=rules)
 
 
+_loaded: dict[str, WatchedFile[PolicySet]] = {}
+
+
 def load_policy(rules_dir: str | Path) -> WatchedFile[PolicySet]:
-    """The process-wide, hot-reloaded rules_dir/policy.yaml (raises ConfigError)."""
+    """The process-wide, hot-reloaded rules_dir/policy.yaml (raises ConfigError); cheap per request."""
+    cached = _loaded.get(str(rules_dir))
+    if cached is not None and is_registered(cached):
+        return cached
     wf = watched(Path(rules_dir) / "policy.yaml", compile_policy)
     if not isinstance(wf.current, PolicySet):
         # rulefiles keeps one compiler per path: another addon watching policy.yaml with its own
         # compiler would hand us its object. Fail loudly rather than decide with the wrong one.
         raise RuntimeError(f"{wf.path} is watched with another compiler; use load_policy(...).current.roles")
+    _loaded[str(rules_dir)] = wf
     return wf
 
 

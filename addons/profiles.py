@@ -60,7 +60,7 @@ from addons.profile_model import (
     RequestParts,
     Route,
 )
-from addons.rulefiles import ConfigError, WatchedFile, require, watched
+from addons.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
 
 KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -499,9 +499,21 @@ def profile_path(rules_dir: str | Path, name: str) -> Path:
     return Path(rules_dir) / "profiles" / f"{name}.yaml"
 
 
+_loaded: dict[tuple[str, str], WatchedFile[Profile]] = {}
+
+
 def load_profile(rules_dir: str | Path, name: str) -> WatchedFile[Profile]:
-    """The process-wide, hot-reloaded profile rules/profiles/NAME.yaml (raises ConfigError)."""
-    return watched(profile_path(rules_dir, name), compile_profile)
+    """The process-wide, hot-reloaded profile rules/profiles/NAME.yaml (raises ConfigError).
+
+    Cheap enough to call per request: the WatchedFile is kept per (folder, name) while it is the
+    registered one (resolving the path each time would cost ~0.2 ms of stat calls).
+    """
+    key = (str(rules_dir), name)
+    wf = _loaded.get(key)
+    if wf is None or not is_registered(wf):
+        wf = watched(profile_path(rules_dir, name), compile_profile)
+        _loaded[key] = wf
+    return wf
 
 
 # --- classification -------------------------------------------------------------------------------

@@ -169,6 +169,15 @@ def watched[T](path: Path, compile_fn: Callable[[Path, Any], T]) -> WatchedFile[
     return wf
 
 
+def is_registered(wf: WatchedFile[Any]) -> bool:
+    """True while `wf` is the process-wide WatchedFile for its path (callers may cache it).
+
+    `watched()` resolves its path on every call (several stat calls); hot paths keep the object and
+    check this instead, so `forget_all()` in tests still takes effect.
+    """
+    return _registry.get(wf.path) is wf
+
+
 def reload_all() -> list[WatchedFile[Any]]:
     """Reload every watched file that changed; returns those swapped in."""
     return [wf for wf in list(_registry.values()) if wf.reload_if_changed()]
