@@ -1,8 +1,11 @@
-"""Identity against the real OpenID provider (npm oidc-provider), through stock mitmdump.
+"""Identity against the real OpenID provider (npm oidc-provider), through the gateway as run.
 
 Every bad token gets a 401 with `WWW-Authenticate` and reaches nothing upstream; a key rotation at
 the IdP is picked up without restarting the gateway, with the refetch rate-limited; an unreachable
-issuer with nothing cached answers 503, never a pass.
+issuer with nothing cached answers 503, never a pass; a failing identity hook refuses.
+
+Gateways come from the shared `gateway_factory` (tests/conftest.py), which knows every option and
+secret the whole chain needs.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,45 +25,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.servers import (
-    ROOT,
-    Gateway,
-    Idp,
-    RecordingUpstream,
-    free_port,
-    http_call,
-    make_rsa_jwks,
-)
+from tests.support.servers import ROOT, Gateway, Idp, RecordingUpstream, free_port, http_call, make_rsa_jwks
 
 pytestmark = pytest.mark.integration
 
-CREDENTIAL_ENV = "PHIGATE_TEST_BACKEND_CREDENTIAL"
-def start_gateway(upstream: str, issuer: str, args: tuple[str, ...] = (), **extra: Any) -> Gateway:
-    options = {
-        "phigate_rules": str(ROOT / "rules"),
-        "phigate_profile": "chroma",
-        "phigate_issuer": issuer,
-        "phigate_audience": "phigate",
-        "phigate_backend_credential_env": CREDENTIAL_ENV,
-        "phigate_allow_plain_http": "true",
-        **{k: str(v) for k, v in extra.items()},
-    }
-    gw = Gateway(upstream, options, env={**os.environ, CREDENTIAL_ENV: "backend-secret"}, args=args)
-    return gw.start()
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(idp: Idp, upstream: RecordingUpstream) -> Iterator[Gateway]:
-    # One second of clock skew, so the IdP's 2-second token (client short-1) expires quickly.
-    gw = start_gateway(upstream.url, idp.issuer, phigate_clock_skew_s=1)
-    yield gw
-    gw.stop()
+Factory = Callable[..., Gateway]
+HEARTBEAT = "/api/v2/heartbeat"  # allowed to every verified caller by rules/policy.yaml
+CREATE = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 
 
 def b64(data: bytes) -> str:
@@ -120,66 +90,76 @@ def expired_from_idp(idp: Idp) -> str:
     return token
 
 
-BAD: list[tuple[str, Any, str]] = [
-    ("expired (IdP short-1)", expired_from_idp, 'error="invalid_token"'),
-    ("expired (crafted)", lambda i: craft(i, exp=int(time.time()) - 600, iat=int(time.time()) - 900),
-     'error="invalid_token"'),
-    ("not yet valid", lambda i: craft(i, nbf=int(time.time()) + 600), 'error="invalid_token"'),
-    ("wrong issuer", lambda i: craft(i, iss="http://127.0.0.1:1/other"), 'error="invalid_token"'),
-    ("wrong audience (other-aud-1)", lambda i: i.token("other-aud-1"), 'error="invalid_token"'),
-    ("alg none", alg_none, 'error="invalid_token"'),
-    ("HS256 signed with the public key", hs256_with_public_key, 'error="invalid_token"'),
-    ("unknown kid", unknown_kid, 'error="invalid_token"'),
-    ("tampered claims", tampered, 'error="invalid_token"'),
-    ("garbage", lambda i: "garbage-not-a-token", 'error="invalid_token"'),
+# The issue's list of bad tokens (plus a tampered one), each made against the real IdP.
+BAD: list[tuple[str, Callable[[Idp], str]]] = [
+    ("expired (IdP short-1)", expired_from_idp),
+    ("expired (crafted)", lambda i: craft(i, exp=int(time.time()) - 600, iat=int(time.time()) - 900)),
+    ("not yet valid", lambda i: craft(i, nbf=int(time.time()) + 600)),
+    ("wrong issuer", lambda i: craft(i, iss="http://127.0.0.1:1/other")),
+    ("wrong audience (other-aud-1)", lambda i: i.token("other-aud-1")),
+    ("alg none", alg_none),
+    ("HS256 signed with the public key", hs256_with_public_key),
+    ("unknown kid", unknown_kid),
+    ("tampered claims", tampered),
+    ("garbage", lambda i: "garbage-not-a-token"),
 ]
 
 
-@pytest.mark.parametrize("header,value", [("Authorization", "Bearer {}"), ("X-Chroma-Token", "{}")])
-def test_good_token_from_the_real_idp_reaches_the_backend(gateway: Gateway, idp: Idp, upstream: RecordingUpstream,
-                                                         header: str, value: str) -> None:
-    token = idp.token("clin-1")
-    before = len(upstream.requests)
-    # The heartbeat is allowed to every verified caller by rules/policy.yaml (health-for-all).
-    status, _, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat", headers={header: value.format(token)})
-    assert status == 200, body
-    assert len(upstream.requests) == before + 1
-    forwarded = upstream.requests[-1]["headers"]
-    assert token not in json.dumps(forwarded), "the caller's token was forwarded to the backend"
+def call(gw: Gateway, path: str, headers: dict[str, str] | None = None,
+         method: str = "GET", body: Any = None) -> tuple[int, dict[str, str], bytes]:
+    return http_call(method, f"{gw.url}{path}", body=body, headers=headers)
 
 
-def test_no_token_is_401(gateway: Gateway, upstream: RecordingUpstream) -> None:
-    before = len(upstream.requests)
-    status, headers, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat")
-    assert status == 401
-    assert headers["www-authenticate"] == 'Bearer realm="phigate"'
-    assert json.loads(body)["error"] == "invalid_request"
-    assert len(upstream.requests) == before
+def test_real_idp_tokens_good_and_bad(gateway_factory: Factory, idp: Idp) -> None:
+    """One gateway, every case; failures are collected so one run names every broken case."""
+    problems: list[str] = []
+    with RecordingUpstream() as upstream:
+        # One second of clock skew, so the IdP's 2-second token (client short-1) expires quickly.
+        gw = gateway_factory(upstream.url, phigate_clock_skew_s=1)
 
+        # Good tokens, in Authorization and in Chroma's native header: they reach the backend,
+        # and the caller's token does not.
+        for header, fmt in (("Authorization", "Bearer {}"), ("X-Chroma-Token", "{}")):
+            token = idp.token("clin-1")
+            before = len(upstream.requests)
+            status, _, body = call(gw, HEARTBEAT, {header: fmt.format(token)})
+            if status != 200 or len(upstream.requests) != before + 1:
+                problems.append(f"good token in {header}: {status} {body[:200]!r}")
+            elif token in json.dumps(upstream.requests[-1]["headers"]):
+                problems.append(f"good token in {header}: the caller's token was forwarded")
 
-@pytest.mark.parametrize("make,www", [(m, w) for _, m, w in BAD], ids=[n for n, _, _ in BAD])
-def test_bad_tokens_are_401_and_reach_nothing(gateway: Gateway, idp: Idp, upstream: RecordingUpstream,
-                                              make: Any, www: str) -> None:
-    token = make(idp)
-    before = len(upstream.requests)
-    status, headers, body = http_call(
-        "POST", f"{gateway.url}/api/v2/tenants/default_tenant/databases/default_database/collections",
-        body={"name": "phi"}, headers={"Authorization": f"Bearer {token}"})
-    assert status == 401, body
-    doc = json.loads(body)
-    assert doc["error"] == "invalid_token" and doc["detail"]
-    assert token not in body.decode()
-    assert www in headers["www-authenticate"]
-    assert len(upstream.requests) == before, "a refused request reached the upstream"
-    assert token not in gateway.proc.log(), "a raw token was logged"
+        # No token at all: 401 without an error code (RFC 6750 3.1).
+        before = len(upstream.requests)
+        status, headers, body = call(gw, HEARTBEAT)
+        if (status, headers.get("www-authenticate")) != (401, 'Bearer realm="phigate"') \
+                or json.loads(body).get("error") != "invalid_request" or len(upstream.requests) != before:
+            problems.append(f"no token: {status} {headers.get('www-authenticate')!r} {body[:200]!r}")
 
+        # Two different tokens: ambiguous, 400.
+        status, _, body = call(gw, HEARTBEAT, {"Authorization": f"Bearer {idp.token('agent-1')}",
+                                               "X-Chroma-Token": idp.token("approver-1")})
+        if status != 400 or json.loads(body).get("error") != "invalid_request" or len(upstream.requests) != before:
+            problems.append(f"two tokens: {status} {body[:200]!r}")
 
-def test_two_different_tokens_are_refused(gateway: Gateway, idp: Idp, upstream: RecordingUpstream) -> None:
-    before = len(upstream.requests)
-    status, _, body = http_call("GET", f"{gateway.url}/api/v2/heartbeat", headers={
-        "Authorization": f"Bearer {idp.token('agent-1')}", "X-Chroma-Token": idp.token("approver-1")})
-    assert status == 400 and json.loads(body)["error"] == "invalid_request"
-    assert len(upstream.requests) == before
+        seen: list[tuple[str, str]] = []
+        for name, make in BAD:
+            token = make(idp)
+            seen.append((name, token))
+            status, headers, body = call(gw, CREATE, {"Authorization": f"Bearer {token}"}, "POST", {"name": "phi"})
+            doc = json.loads(body) if body.startswith(b"{") else {}
+            www = headers.get("www-authenticate", "")
+            if status != 401 or doc.get("error") != "invalid_token" or not doc.get("detail"):
+                problems.append(f"{name}: {status} {body[:200]!r}")
+            if not www.startswith('Bearer realm="phigate", error="invalid_token", error_description="'):
+                problems.append(f"{name}: WWW-Authenticate {www!r}")
+            if token in body.decode(errors="replace"):
+                problems.append(f"{name}: the token was echoed")
+            if len(upstream.requests) != before:
+                problems.append(f"{name}: a refused request reached the upstream")
+                before = len(upstream.requests)
+        log = gw.proc.log()
+        problems += [f"{name}: a raw token was logged" for name, token in seen if token in log]
+    assert not problems, "\n".join(problems)
 
 
 def refreshes(gw: Gateway, issuer: str) -> int:
@@ -190,64 +170,61 @@ def wait_until(t: float) -> None:
     time.sleep(max(0.0, t - time.time()))
 
 
-def test_key_rotation_without_restart_and_rate_limited_refetch() -> None:
+def test_key_rotation_without_restart_and_rate_limited_refetch(gateway_factory: Factory) -> None:
     window = 5  # phigate_jwks_refetch_s for this gateway
+    # Its own IdP: restarting the shared one with new keys would disturb other tests.
     idp = Idp(jwks=make_rsa_jwks(["key-a"]))
     with idp, RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, idp.issuer, phigate_jwks_refetch_s=window)
-        try:
-            started = time.time()
-            url = f"{gw.url}/api/v2/heartbeat"
-            assert http_call("GET", url, headers={"Authorization": f"Bearer {idp.token('clin-1')}"})[0] == 200
-            assert refreshes(gw, idp.issuer) == 1
+        gw = gateway_factory(upstream.url, phigate_issuer=idp.issuer, phigate_jwks_refetch_s=window)
+        started = time.time()
+        url = f"{gw.url}/api/v2/heartbeat"
+        assert http_call("GET", url, headers={"Authorization": f"Bearer {idp.token('clin-1')}"})[0] == 200
+        assert refreshes(gw, idp.issuer) == 1
 
-            # Rotate: the IdP restarts signing with key-b (key-a still published).
-            idp.restart(jwks={"keys": make_rsa_jwks(["key-b"])["keys"] + idp.jwks["keys"]})
-            token_b = idp.token("clin-1")
-            assert jwt.get_unverified_header(token_b)["kid"] == "key-b"
-            wait_until(started + window + 0.5)
-            status, _, body = http_call("GET", url, headers={"Authorization": f"Bearer {token_b}"})
-            assert status == 200, body  # the unknown kid caused one refetch; no restart
-            assert refreshes(gw, idp.issuer) == 2
-            refetched = time.time()
+        # Rotate: the IdP restarts signing with key-b (key-a still published).
+        idp.restart(jwks={"keys": make_rsa_jwks(["key-b"])["keys"] + idp.jwks["keys"]})
+        token_b = idp.token("clin-1")
+        assert jwt.get_unverified_header(token_b)["kid"] == "key-b"
+        wait_until(started + window + 0.5)
+        status, _, body = http_call("GET", url, headers={"Authorization": f"Bearer {token_b}"})
+        assert status == 200, body  # the unknown kid caused one refetch; no restart
+        assert refreshes(gw, idp.issuer) == 2
+        refetched = time.time()
 
-            # A flood of made-up kids inside the window: all 401, and not one more fetch.
-            for _ in range(20):
-                status, _, _ = http_call("GET", url, headers={"Authorization": f"Bearer {unknown_kid(idp)}"})
-                assert status == 401
-            assert time.time() < refetched + window, "the flood took longer than the window; test is void"
-            assert refreshes(gw, idp.issuer) == 2
+        # A flood of made-up kids inside the window: all 401, and not one more fetch.
+        for _ in range(20):
+            status, _, _ = http_call("GET", url, headers={"Authorization": f"Bearer {unknown_kid(idp)}"})
+            assert status == 401
+        assert time.time() < refetched + window, "the flood took longer than the window; test is void"
+        assert refreshes(gw, idp.issuer) == 2
 
-            # After the window, the next unknown kid may refetch again: exactly once.
-            wait_until(refetched + window + 0.5)
-            for _ in range(3):
-                http_call("GET", url, headers={"Authorization": f"Bearer {unknown_kid(idp)}"})
-            assert refreshes(gw, idp.issuer) == 3
-            # Tokens signed by the old key still verify while the IdP still publishes it.
-            old = craft(idp, kid="key-a")
-            assert http_call("GET", url, headers={"Authorization": f"Bearer {old}"})[0] == 200
-        finally:
-            gw.stop()
+        # After the window, the next unknown kid may refetch again: exactly once.
+        wait_until(refetched + window + 0.5)
+        for _ in range(3):
+            http_call("GET", url, headers={"Authorization": f"Bearer {unknown_kid(idp)}"})
+        assert refreshes(gw, idp.issuer) == 3
+        # Tokens signed by the old key still verify while the IdP still publishes it.
+        old = craft(idp, kid="key-a")
+        assert http_call("GET", url, headers={"Authorization": f"Bearer {old}"})[0] == 200
 
 
-def test_unreachable_issuer_with_nothing_cached_is_503(idp: Idp) -> None:
+def test_unreachable_issuer_with_nothing_cached_is_503(gateway_factory: Factory, idp: Idp) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, dead)
-        try:
-            status, _, body = http_call("GET", f"{gw.url}/api/v2/heartbeat",
-                                        headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
-            assert status == 503, body
-            doc = json.loads(body)
-            assert doc["error"] == "identity_unavailable" and doc["detail"]
-            assert upstream.requests == []
-            status, _, body = http_call("GET", f"{gw.url}/-/readyz")
-            assert status == 503
-            assert "no signing keys" in json.loads(body)["reasons"]["identity"]
-        finally:
-            gw.stop()
+        gw = gateway_factory(upstream.url, phigate_issuer=dead)
+        status, _, body = http_call("GET", f"{gw.url}/api/v2/heartbeat",
+                                    headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
+        assert status == 503, body
+        doc = json.loads(body)
+        assert doc["error"] == "identity_unavailable" and doc["detail"]
+        assert upstream.requests == []
+        status, _, body = http_call("GET", f"{gw.url}/-/readyz")
+        assert status == 503
+        assert "no signing keys" in json.loads(body)["reasons"]["identity"]
 
 
+# Loaded at interpreter start (sitecustomize on PYTHONPATH), so it works under either runner:
+# the identity addon's verifier raises, as an unexpected bug would.
 BREAKER = """
 import sys
 sys.path.insert(0, {root!r})
@@ -257,20 +234,19 @@ async def _broken(self, token):
     raise RuntimeError("injected fault")
 
 identity.Verifier.verify = _broken
-addons = []
 """
 
 
-def test_a_failing_identity_hook_refuses_and_forwards_nothing(tmp_path: Path, idp: Idp) -> None:
-    breaker = tmp_path / "break_identity.py"
-    breaker.write_text(BREAKER.format(root=str(ROOT)))
+def test_a_failing_identity_hook_refuses_and_forwards_nothing(gateway_factory: Factory, tmp_path: Path,
+                                                              idp: Idp) -> None:
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(BREAKER.format(root=str(ROOT)))
     with RecordingUpstream() as upstream:
-        gw = start_gateway(upstream.url, idp.issuer, args=("-s", str(breaker)))
-        try:
-            status, _, body = http_call("GET", f"{gw.url}/api/v2/heartbeat",
-                                        headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
-            assert status == 500, body
-            assert json.loads(body)["error"] == "gateway_error"  # the identity guard, not a later gate
-            assert upstream.requests == []
-        finally:
-            gw.stop()
+        gw = gateway_factory(upstream.url, env={"PYTHONPATH": str(inject)})
+        status, _, body = http_call("GET", f"{gw.url}{HEARTBEAT}",
+                                    headers={"Authorization": f"Bearer {idp.token('clin-1')}"})
+        assert status == 500, body
+        assert json.loads(body)["error"] == "gateway_error"  # the identity guard, not a later gate
+        assert upstream.requests == []
+        assert "phigate identity hook failed (RuntimeError)" in gw.proc.log()
