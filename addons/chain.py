@@ -17,6 +17,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from addons.approvals import Approvals  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
@@ -31,7 +32,7 @@ def build() -> list[object]:
         Identity(),  # verify the OIDC access token (or refuse 401/400/503) -> ctx.identity
         Classify(),  # canonical target, backend profile: method + path + body -> ctx.operation (or 400)
         Policy(),  # default-deny rules -> ctx.decision (403 with rule id and reason)
-        # approvals.Approvals(),    hold risky requests until a human decides -> ctx.hold
+        Approvals(),  # hold risky requests until a human decides (admin API + console) -> ctx.hold
         Forward(),  # final gate: only allowed or released flows leave; credential swap
         Masking(),  # detokenize request handles, mask responses per role (or 502) -> ctx.masking
         # audit.Audit(),            durable, tamper-evident event per request (last)
