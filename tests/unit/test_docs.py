@@ -47,7 +47,7 @@ def test_every_gateway_flag_in_the_readme_exists() -> None:
     assert not missing, f"README flags not accepted by ./run.sh gateway: {missing}"
 
 
-def test_every_phigate_option_in_the_readme_is_declared_by_an_addon() -> None:
+async def test_every_phigate_option_in_the_readme_is_declared_by_an_addon() -> None:
     import addons.chain as chain
 
     opts = mitm_options.Options()
