@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -45,6 +46,19 @@ def request_parts(flow: http.HTTPFlow) -> RequestParts | None:
     return parts if isinstance(parts, RequestParts) else None
 
 
+def loaded_check(what: str, load: Callable[[], object]) -> Callable[[], str | None]:
+    """A readiness check: None while `load()` works, else why not (any failure means not ready)."""
+
+    def check() -> str | None:
+        try:
+            load()
+        except Exception as exc:  # noqa: BLE001
+            return f"{what} not loaded ({type(exc).__name__})"
+        return None
+
+    return check
+
+
 class CollectionNames:
     """Collection id -> name, learned from backend answers only; bounded so it cannot grow forever."""
 
@@ -68,7 +82,7 @@ class CollectionNames:
 class Classify:
     def __init__(self) -> None:
         self.names = CollectionNames()
-        register_readiness("profile", self._not_ready)
+        register_readiness("profile", loaded_check("backend profile", self._profile))
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {"phigate_rules", "phigate_profile"}:
@@ -82,13 +96,6 @@ class Classify:
 
     def _profile(self) -> Profile:
         return load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current
-
-    def _not_ready(self) -> str | None:
-        try:
-            self._profile()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return f"backend profile not loaded ({type(exc).__name__})"
-        return None
 
     @fail_closed(Stage.CLASSIFY, 500)
     def request(self, flow: http.HTTPFlow) -> None:

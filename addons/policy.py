@@ -45,7 +45,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.classify import request_parts
+from addons.classify import loaded_check, request_parts
 from addons.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, Stage, context, is_settled
 from addons.gateway import register_readiness
 from addons.guard import fail_closed
@@ -381,7 +381,7 @@ def load_policy(rules_dir: str | Path) -> WatchedFile[PolicySet]:
 
 class Policy:
     def __init__(self) -> None:
-        register_readiness("policy", self._not_ready)
+        register_readiness("policy", loaded_check("policy", self._current))
 
     def configure(self, updated: set[str]) -> None:
         if "phigate_rules" not in updated or not ctx.options.phigate_rules:
@@ -393,13 +393,6 @@ class Policy:
 
     def _current(self) -> PolicySet:
         return load_policy(ctx.options.phigate_rules).current
-
-    def _not_ready(self) -> str | None:
-        try:
-            self._current()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return f"policy not loaded ({type(exc).__name__})"
-        return None
 
     @fail_closed(Stage.POLICY, 500)
     def request(self, flow: http.HTTPFlow) -> None:

@@ -226,3 +226,11 @@ def test_collection_names_are_bounded() -> None:
     names.learn("b", "2")
     names.learn("c", "3")
     assert (names.name_of("a"), names.name_of("c"), len(names)) == (None, "3", 2)
+
+
+def test_readiness_check_says_what_is_not_loaded() -> None:
+    def broken() -> None:
+        raise FileNotFoundError("rules/profiles/chroma.yaml")
+
+    assert classify_mod.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
+    assert classify_mod.loaded_check("backend profile", lambda: None)() is None
