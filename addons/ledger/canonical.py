@@ -22,6 +22,9 @@ class RecordError(ValueError):
     """A record that does not fit its table (unknown kind or column, wrong type)."""
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
 def iso_ts(value: float | dt.datetime | str) -> str:
     """UTC timestamp with microseconds, no zone suffix (DuckDB TIMESTAMP is naive UTC)."""
     if isinstance(value, str):
@@ -31,8 +34,9 @@ def iso_ts(value: float | dt.datetime | str) -> str:
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
-    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return value.isoformat(timespec="microseconds")
+    # Integer microseconds first: float seconds -> datetime would round differently per path.
+    return (_EPOCH + dt.timedelta(microseconds=round(value * 1_000_000))).isoformat(timespec="microseconds")
 
 
 def _norm(table: str, column: str, ctype: str, value: Any) -> Any:
@@ -63,7 +67,22 @@ def _norm(table: str, column: str, ctype: str, value: Any) -> Any:
     raise RecordError(f"{table}.{column}: unsupported column type {ctype}")
 
 
-_TYPES: dict[str, list[tuple[str, str]]] = {}
+class _Plan:
+    """Per record kind: the table, a template with every column, and the columns that need work."""
+
+    __slots__ = ("known", "lists", "table", "template", "timestamps", "types")
+
+    def __init__(self, kind: str) -> None:
+        self.table = table_for(kind)
+        cols = schema.entry_columns(self.table)
+        self.types = dict(cols)
+        self.template: dict[str, Any] = {"record": kind, **dict.fromkeys(self.types)}
+        self.known = frozenset(self.types)
+        self.timestamps = tuple(c for c, t in cols if t == "TIMESTAMP")
+        self.lists = tuple(c for c, t in cols if t == "VARCHAR[]")
+
+
+_PLANS: dict[str, _Plan] = {}
 
 
 def table_for(kind: str) -> str:
@@ -74,16 +93,26 @@ def table_for(kind: str) -> str:
 
 
 def encode(kind: str, seq: int, row: Mapping[str, Any]) -> bytes:
-    """Canonical entry bytes for record `kind` at position `seq` (row keys = the table's columns)."""
-    table = table_for(kind)
-    cols = _TYPES.get(table)
-    if cols is None:
-        cols = _TYPES[table] = schema.entry_columns(table)
-    known = {c for c, _ in cols}
-    unknown = set(row) - known
+    """Canonical entry bytes for record `kind` at position `seq` (row keys = the table's columns).
+
+    Scalars are taken as given (orjson refuses anything that is not JSON; `verify` compares each typed
+    column with what its entry says); timestamps and string lists are normalised to one spelling.
+    """
+    plan = _PLANS.get(kind) or _PLANS.setdefault(kind, _Plan(kind))
+    unknown = row.keys() - plan.known
     if unknown:
-        raise RecordError(f"{table}: unknown columns {sorted(unknown)}")
-    out: dict[str, Any] = {"record": kind}
-    for column, ctype in cols:
-        out[column] = seq if column == "seq" else _norm(table, column, ctype, row.get(column))
-    return orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
+        raise RecordError(f"{plan.table}: unknown columns {sorted(unknown)}")
+    out = {**plan.template, **row, "seq": seq}
+    for column in plan.timestamps:
+        value = out[column]
+        if value is not None:
+            out[column] = _norm(plan.table, column, "TIMESTAMP", value)
+    for column in plan.lists:
+        value = out[column]
+        if value is not None and (type(value) is not list or not all(type(v) is str for v in value)):
+            out[column] = _norm(plan.table, column, "VARCHAR[]", value)
+    try:
+        # OPT_SORT_KEYS sorts nested JSON objects too: one spelling for every JSON column.
+        return orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise RecordError(f"{plan.table}: a value cannot be encoded as JSON ({exc})") from exc

@@ -30,7 +30,11 @@ class WalRecord:
 
 
 def encode_line(kind: str, seq: int | None, leaf: bytes | None, entry: bytes) -> bytes:
-    return orjson.dumps({"k": kind, "s": seq, "h": leaf.hex() if leaf else None, "e": entry.decode()}) + b"\n"
+    head = b'{"k":"%s","s":%s,"h":%s,"e":' % (
+        kind.encode(), b"null" if seq is None else str(seq).encode(),
+        b"null" if leaf is None else b'"' + leaf.hex().encode() + b'"',
+    )
+    return head + orjson.dumps(entry.decode()) + b"}\n"
 
 
 def complete_bytes(path: Path) -> tuple[bytes, int]:

@@ -69,3 +69,14 @@ def test_inclusion_proofs_verify_and_bind_index_and_root(n: int, data: st.DataOb
     if n > 1:
         j = (i + 1) % n
         assert not merkle.verify_inclusion(j, n, leaves[i], path, root)
+
+
+@given(st.integers(min_value=0, max_value=200))
+@settings(max_examples=40, deadline=None)
+def test_levels_give_the_rfc6962_root_at_every_size(n: int) -> None:
+    leaves = leaves_of(n)
+    levels = merkle.Levels(leaves)
+    for size in range(n + 1):
+        assert levels.root(size) == mth(leaves[:size])
+    with pytest.raises(ValueError, match="no tree of size"):
+        levels.root(n + 1)
