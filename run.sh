@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # phigate: one entry point for running, testing and operating the gateway.
-#   ./run.sh demo | test | gateway | certs | verify | replay | export | report | approvals | setup
+#   ./run.sh demo | test | gateway | certs | keys | verify | replay | export | report | approvals | setup
 # Everything it needs (venvs, the Chroma server, the OpenID provider, Debian packages) it installs
 # itself under .phigate/ (git-ignored), so a fresh machine needs only this repository.
 set -euo pipefail
@@ -122,6 +122,11 @@ case "$cmd" in
   certs)
     ensure_venv
     py -m addons.certs --dir "$ROOT/certs" "$@"
+    ;;
+  keys)
+    ensure_venv
+    cd "$ROOT"
+    py -m addons.devkeys "$@"
     ;;
   gateway)
     ensure_venv
