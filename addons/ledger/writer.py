@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class Ledger:
         self._witness_file: AppendFile | None = None
         self._lock_fd = -1
         self._io = threading.Lock()
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-audit-fsync")
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._sealer: asyncio.Task[None] | None = None
@@ -228,6 +230,7 @@ class Ledger:
                 if f is not None:
                     f.close()
             self._rec = self._witness_file = None
+        self._syncer.shutdown(wait=True)
         self.seal_pending()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -290,15 +293,24 @@ class Ledger:
         with self._io:
             if self._wal is None:
                 raise LedgerError("the audit ledger is closed")
+            rec_sync: Future[None] | None = None
             recs = [i for i in batch if i.rec_line is not None]
             if recs:
-                # Recordings first: an event that is durable always has its recording.
-                for item in recs:
-                    self._rec_file(item.ts).write(item.rec_line or b"")
-                assert self._rec is not None
-                self._rec.sync()
-            self._wal.write(b"".join(i.line for i in batch))
-            self._wal.sync()
+                rec = self._rec_file(recs[0].ts)
+                same_day = [i for i in recs if recording.day_file(self.rec_dir, i.ts) == rec.path]
+                rec.write(b"".join(i.rec_line or b"" for i in same_day))
+                if len(same_day) != len(recs):  # the batch straddles midnight UTC
+                    rec.sync()
+                    rec = self._rec_file(recs[-1].ts)
+                    rec.write(b"".join(i.rec_line or b"" for i in recs if i not in same_day))
+                # Both files' fsyncs run at once; the batch is acknowledged only after both finish.
+                rec_sync = self._syncer.submit(rec.sync)
+            try:
+                self._wal.write(b"".join(i.line for i in batch))
+                self._wal.sync()
+            finally:
+                if rec_sync is not None:
+                    rec_sync.result()
             self._good_offset = self._wal.size
             wit = [i.witness_line for i in batch if i.witness_line is not None]
             if wit and self.witness is not None:

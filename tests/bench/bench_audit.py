@@ -231,7 +231,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="duration of each events/s run")
-    p.add_argument("--concurrency", type=int, default=64, help="concurrent flows for events/s")
+    p.add_argument("--concurrency", type=int, default=128, help="concurrent flows for events/s")
     p.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
     p.add_argument("--verify-events", type=int, default=1_000_000)
     p.add_argument("--skip", action="append", default=[], choices=("events", "latency", "verify"))
