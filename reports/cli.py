@@ -104,8 +104,8 @@ def _disclosures_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", help="end of the six-year window (YYYY-MM-DD or ISO time; default now)")
     p.add_argument("--token-key-file", default=_env("PHIGATE_TOKEN_KEY_FILE"),
                    help="the masking key file the gateway uses (phigate_token_key_file; env PHIGATE_TOKEN_KEY_FILE)")
-    p.add_argument("--token-key-env", default="PHIGATE_TOKEN_KEY",
-                   help="env var holding the masking keys instead (default PHIGATE_TOKEN_KEY)")
+    p.add_argument("--token-key-env", default="PHIGATE_TOKEN_KEYS",
+                   help="env var holding the masking keys instead (default PHIGATE_TOKEN_KEYS)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     p.add_argument("--out", help="write to this file instead of standard output")
     return p
@@ -218,12 +218,13 @@ def cmd_disclosures(argv: Sequence[str]) -> int:
     if not args.ledger:
         raise UsageError("no ledger: pass --ledger DIR or set PHIGATE_AUDIT_DIR")
     try:
-        ring = load_keyring(args.token_key_file or None, args.token_key_env, os.environ)
+        env_name = args.token_key_env if os.environ.get(args.token_key_env) else None
+        ring = load_keyring(args.token_key_file or None, env_name, os.environ)
     except KeySetError as exc:
         raise UsageError(f"masking key: {exc}") from exc
     if ring is None:
         raise UsageError("no masking key: pass --token-key-file (the gateway's phigate_token_key_file) or set "
-                         "PHIGATE_TOKEN_KEY; subject references are keyed and cannot be computed without it")
+                         "PHIGATE_TOKEN_KEYS; subject references are keyed and cannot be computed without it")
     if args.as_of:
         as_of = parse_period(args.as_of, args.as_of).end if len(args.as_of) == 10 else parse_period(
             args.as_of, "9999-12-31").start

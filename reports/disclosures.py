@@ -13,7 +13,9 @@ purpose, read from the policy.yaml version in force at that moment).
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -124,8 +126,8 @@ def accounting(con: duckdb.DuckDBPyConnection, refs: Iterable[str], as_of: dt.da
 
 
 def as_text(items: Sequence[Disclosure], as_of: dt.datetime) -> str:
-    head = (f"Accounting of disclosures (45 CFR 164.528), {lookback_start(as_of):%Y-%m-%d} to {as_of:%Y-%m-%d} "
-            f"(UTC): {len(items)} disclosure{'s' if len(items) != 1 else ''}\n")
+    head = (f"Accounting of disclosures (45 CFR 164.528), {lookback_start(as_of):%Y-%m-%d %H:%M} to "
+            f"{as_of:%Y-%m-%d %H:%M} UTC: {len(items)} disclosure{'s' if len(items) != 1 else ''}\n")
     lines = [head]
     for i, d in enumerate(items, 1):
         lines.append(
@@ -143,9 +145,6 @@ def as_json(items: Sequence[Disclosure]) -> str:
 
 
 def as_csv(items: Sequence[Disclosure]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["date", "recipient", "client", "description", "purpose", "request_id", "audit_event"])
