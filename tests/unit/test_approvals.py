@@ -451,3 +451,43 @@ async def test_webhook_is_retried_with_backoff_and_never_blocks(caplog: pytest.L
         n.stop()
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- handing records to the audit ledger
+
+
+async def test_flowless_records_are_handed_to_the_ledger_sink(approvals: Approvals,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from addons.ledger import canonical, sink
+
+    taken: list[tuple[str, dict[str, Any]]] = []
+
+    def record(kind: str, row: dict[str, Any]) -> None:
+        canonical.encode(kind, 1, row)  # the ledger's own validation: kind and columns must fit
+        taken.append((kind, dict(row)))
+
+    monkeypatch.setattr(sink, "record", record)
+    await admin(approvals, "POST", "/api/grants", {"subject": "agent-1", "operation": "export",
+                                                   "collection": "notes", "minutes": 5,
+                                                   "justification": "weekly registry export"})
+    await approvals._ship()
+    assert [(k, r["kind"], r["outcome"], r["approvers"]) for k, r in taken] == [
+        ("approval", "grant", "granted", ["approver-1"])]
+    await approvals._ship()
+    assert len(taken) == 1  # shipped once
+
+
+async def test_records_wait_in_the_store_while_the_ledger_is_down(approvals: Approvals,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from addons.ledger import sink
+
+    def down(kind: str, row: dict[str, Any]) -> None:
+        raise sink.SinkUnavailable("no audit ledger runs in this process")
+
+    monkeypatch.setattr(sink, "record", down)
+    await admin(approvals, "POST", "/api/grants", {"subject": "agent-1", "operation": "export",
+                                                   "collection": "notes", "minutes": 5,
+                                                   "justification": "weekly registry export"})
+    await approvals._ship()
+    assert approvals.store is not None
+    assert len(await approvals.store.call(approvals.store.store.unshipped)) == 1
