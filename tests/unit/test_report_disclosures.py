@@ -37,8 +37,9 @@ def ledger(tmp_path: Path) -> Path:
                     subject_refs=[me_old], fields_disclosed=["mrn", "patient_name"], purpose="treatment",
                     masking={"by_rule": {"r": 1}, "by_type": {"SSN": 1}}, request_id="r1", seq=11)
     # No purpose recorded: the deciding rule's declared purpose (policy.yaml in force) is used.
-    synth.add_event(con, ts=dt.datetime(2026, 2, 1, 8), subject="bob", name=None, email=None, client_id="billing-app", operation="get",
-                    rule_ids=["allow-get"], subject_refs=[other, me], fields_disclosed=["dob"], request_id="r2", seq=12)
+    synth.add_event(con, ts=dt.datetime(2026, 2, 1, 8), subject="bob", name=None, email=None,
+                    client_id="billing-app", operation="get", rule_ids=["allow-get"],
+                    subject_refs=[other, me], fields_disclosed=["dob"], request_id="r2", seq=12)
     # Not disclosures of this patient: another patient, a denied request, an error, older than six years.
     synth.add_event(con, ts=dt.datetime(2026, 2, 2), subject_refs=[other], request_id="r3", seq=13)
     synth.add_event(con, ts=dt.datetime(2026, 2, 3), subject_refs=[me], decision="deny", status=403, seq=14)
@@ -94,8 +95,8 @@ def test_cli_text_output_and_window(ledger: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PHIGATE_TOKEN_KEYS", f"{OLD_KEY} {NEW_KEY}")
     code, out, _ = run("disclosures", "--subject", MRN, "--ledger", str(ledger), "--as-of", "2026-06-01")
     assert code == 0
-    assert out.startswith((
-        "Accounting of disclosures (45 CFR 164.528), 2020-06-02 00:00 to 2026-06-02 00:00 UTC: 2 disclosures"))
+    assert out.startswith(
+        "Accounting of disclosures (45 CFR 164.528), 2020-06-02 00:00 to 2026-06-02 00:00 UTC: 2 disclosures")
     assert "recipient:   bob, client billing-app" in out
 
 
