@@ -55,6 +55,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="the backend takes no credential (say so explicitly)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="OPTION=VALUE",
                    help="any other mitmproxy/phigate option, as for mitmdump --set (repeatable)")
+    p.add_argument("--engine", choices=("lean", "mitmdump"), default=env("PHIGATE_ENGINE", "lean"),
+                   help="lean: the chain in a mitmproxy master with only the built-ins a gateway needs "
+                        "(addons/engine.py; unknown --set names are an error); mitmdump: stock mitmdump -s "
+                        "addons/chain.py (env PHIGATE_ENGINE, default lean)")
+    p.add_argument("--workers", type=int, default=int(env("PHIGATE_WORKERS", "1")),
+                   help="gateway processes behind HAProxy on the one listen address (env PHIGATE_WORKERS, "
+                        "default 1: a single process, no HAProxy)")
     return p.parse_args(list(argv))
 
 
@@ -85,6 +92,8 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
     for item in args.sets:
         if "=" not in item:
             problems.append(f"--set {item!r}: expected OPTION=VALUE")
+    if getattr(args, "workers", 1) < 1:
+        problems.append(f"--workers {args.workers}: expected 1 or more")
     if problems:
         raise LaunchError("cannot start the gateway:\n  - " + "\n  - ".join(problems))
     opts = {
@@ -96,9 +105,11 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
         "phigate_backend_credential_file": args.backend_credential_file or "",
         "phigate_backend_credential_none": "true" if args.no_backend_credential else "false",
         "phigate_allow_plain_http": "true" if args.plain_http else "false",
-        # Quiet console: flow lines would print paths, which can carry identifiers.
-        "flow_detail": "0",
     }
+    if getattr(args, "engine", "mitmdump") == "mitmdump":
+        # Quiet console: flow lines would print paths, which can carry identifiers. (The lean
+        # engine has no flow dumper at all, so the option does not exist there.)
+        opts["flow_detail"] = "0"
     for item in args.sets:
         k, v = item.split("=", 1)
         opts[k] = v
@@ -116,6 +127,23 @@ def mitmdump_argv(args: argparse.Namespace, opts: dict[str, str]) -> list[str]:
     return argv
 
 
+def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None = None,
+                port: int | None = None) -> list[str]:
+    """The command line of one gateway process (the chosen engine), listening on host:port."""
+    host = args.host if host is None else host
+    port = args.port if port is None else port
+    if getattr(args, "engine", "mitmdump") == "mitmdump":
+        argv = [str(Path(sys.executable).parent / "mitmdump"), "-s", str(ROOT / "addons" / "chain.py")]
+    else:
+        argv = [sys.executable, "-m", "addons.engine"]
+    argv += ["--mode", f"reverse:{args.upstream}@{host}:{port}"]
+    if not args.plain_http:
+        argv += ["--certs", f"*={args.cert}"]
+    for k, v in opts.items():
+        argv += ["--set", f"{k}={v}"]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
@@ -125,9 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     scheme = "http" if args.plain_http else "https"
     print(f"[phigate] gateway on {scheme}://{args.host}:{args.port} -> {args.upstream} "
-          f"(profile {args.profile}, rules {args.rules})", file=sys.stderr, flush=True)
-    argv_ = mitmdump_argv(args, opts)
-    os.execv(argv_[0], argv_)  # noqa: S606 - replaces this process with mitmdump
+          f"(profile {args.profile}, rules {args.rules}, engine {args.engine}, workers {args.workers})",
+          file=sys.stderr, flush=True)
+    if args.workers > 1:
+        from addons.workers import supervise
+
+        return supervise(args, opts)
+    argv_ = engine_argv(args, opts)
+    os.execve(argv_[0], argv_, engine_env())  # noqa: S606 - replaces this process with the gateway
+
+
+def engine_env() -> dict[str, str]:
+    """This environment, with the repo importable for `python -m addons.engine` from any folder."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
     return 0  # pragma: no cover
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -39,15 +40,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None,
+              cafile: str | None = None) -> None:
     """Wait until `url` answers with any HTTP status (or the process dies)."""
+    import ssl
+
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=tls):
                 return
         except urllib.error.HTTPError:
             return
@@ -237,15 +242,35 @@ def run_chroma_client(script: str, env: Mapping[str, str] | None = None, timeout
 
 # ---------------------------------------------------------------- gateway
 
+# The runner integration tests use by default: "mitmdump" (stock `mitmdump -s addons/chain.py`) or
+# "lean" (addons/engine.py, the lean master). CI runs the suite on one and a subset on the other.
+RUNNERS = ("mitmdump", "lean")
+DEFAULT_RUNNER = os.environ.get("PHIGATE_TEST_RUNNER", "mitmdump")
+if DEFAULT_RUNNER not in RUNNERS:
+    raise RuntimeError(f"PHIGATE_TEST_RUNNER={DEFAULT_RUNNER!r}: expected one of {', '.join(RUNNERS)}")
+
+
+@functools.cache
+def lean_options() -> frozenset[str]:
+    """Every option name the lean engine declares (its built-ins plus the chain's addons)."""
+    out = subprocess.run([str(VENV_BIN / "python"), "-m", "addons.engine", "--options"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    return frozenset(out.split())
+
+
 class Gateway:
     """The gateway as users run it: stock `mitmdump -s addons/chain.py` in reverse mode (default),
-    or the runner behind `./run.sh gateway` (`runner="launch"`)."""
+    the lean engine (`runner="lean"`, `python -m addons.engine`), or the runner behind
+    `./run.sh gateway` (`runner="launch"`)."""
 
     def __init__(self, upstream: str, options: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, port: int | None = None,
-                 runner: str = "mitmdump", args: Sequence[str] = ()) -> None:
+                 runner: str = "mitmdump", args: Sequence[str] = (), tls_cert: str | None = None,
+                 tls_ca: str | None = None) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # TLS (launch runner only): the listener uses `tls_cert`; health checks trust `tls_ca`.
+        self.tls_ca = tls_ca
+        self.url = f"{'https' if tls_cert else 'http'}://127.0.0.1:{self.port}"
         self.upstream = upstream
         self.options = dict(options or {})
         self.workdir = Path(tempfile.mkdtemp(prefix="phigate-gw-"))
@@ -255,9 +280,17 @@ class Gateway:
                     "--set", "flow_detail=0", *args]
             for k, v in self.options.items():
                 argv += ["--set", f"{k}={v}"]
+        elif runner == "lean":
+            # Same flags as the mitmdump runner minus flow_detail: the lean engine has no flow dumper.
+            argv = [str(VENV_BIN / "python"), "-m", "addons.engine", "--mode",
+                    f"reverse:{upstream}@127.0.0.1:{self.port}", "--set", f"confdir={self.workdir / 'conf'}",
+                    *args]
+            for k, v in self.options.items():
+                argv += ["--set", f"{k}={v}"]
         else:
             argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", upstream,
-                    "--host", "127.0.0.1", "--port", str(self.port), "--plain-http", *args]
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    *(["--cert", tls_cert] if tls_cert else ["--plain-http"]), *args]
             flags = {"phigate_rules": "--rules", "phigate_profile": "--profile", "phigate_issuer": "--issuer",
                      "phigate_audience": "--audience",
                      "phigate_backend_credential_env": "--backend-credential-env",
@@ -269,7 +302,7 @@ class Gateway:
     def start(self, timeout: float = 30.0) -> Gateway:
         self.proc.start()
         try:
-            wait_http(f"{self.url}/-/healthz", timeout, self.proc.proc)
+            wait_http(f"{self.url}/-/healthz", timeout, self.proc.proc, cafile=self.tls_ca)
         except Exception:
             self.proc.stop()
             raise RuntimeError(f"gateway did not start:\n{self.proc.log()[-4000:]}") from None
@@ -318,12 +351,15 @@ class RecordingUpstream:
     (status, json body); anything else gets 200 {}.
     """
 
-    def __init__(self, responses: Mapping[str, tuple[int, Any]] | None = None) -> None:
+    def __init__(self, responses: Mapping[str, tuple[int, Any]] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         import http.server
         import threading
 
         self.requests: list[dict[str, Any]] = []
         self.responses = dict(responses or {})
+        # extra response headers on every answer (e.g. a backend's Alt-Svc); may be set after start
+        self.headers = dict(headers or {})
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -340,6 +376,8 @@ class RecordingUpstream:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
+                for k, v in outer.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
