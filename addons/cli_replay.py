@@ -128,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "replayed_status": replayed[0] if replayed else None}).decode())
             continue
         print(f"#{n} {ev['ts']} {ev['node_id']}:{ev['seq']} {ev['subject'] or '-'} ({ev['client_id'] or '-'}) "
-              f"{ev['method']} {ev['path']} -> {ev['status']} {ev['decision']} [{ev['operation'] or '-'} "
-              f"{ev['collection'] or ''}]".rstrip())
+              f"{ev['method']} {ev['path']} -> {ev['status']} {ev['decision']} "
+              f"[{' '.join(x for x in (ev['operation'] or '-', ev['collection']) if x)}]")
         if ex is None:
             print(f"   (exchange {why})")
             continue

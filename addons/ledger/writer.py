@@ -258,6 +258,9 @@ class Ledger:
         fields.setdefault("ts", now)
         rec_line = None
         if payload is not None and self.recording_key is not None:
+            # Filed under the event's own day, so retention counts from when the exchange happened.
+            ts = fields["ts"]
+            now = float(ts) if isinstance(ts, int | float) else now
             fields["payload_sha256"] = hashlib.sha256(payload).hexdigest()
             rec_line = recording.seal_line(
                 self.recording_key, str(fields.get("request_id") or ""), fields.get("session_id"), seq,
