@@ -101,3 +101,44 @@ def test_policy_outcomes_reach_the_client(gw: Gateway, idp: Idp, upstream: Recor
     status, doc = call(gw, idp, "POST", f"{TD}/collections/{UUID}/delete", {"ids": None, "where": None})
     assert status == 403 and doc["rule_id"] == "no-drop" and "disabled" in doc["reason"]
     assert len(upstream.requests) == before
+
+
+FAULT_SCRIPT = '''
+"""Test-only: make one enforcing step raise, as a bug would (loaded after addons/chain.py)."""
+import os
+
+# Not `import addons.x`: a module-level name `addons` is what mitmproxy's script loader iterates.
+from addons import classify as _classify
+from addons import policy as _policy
+
+
+def boom(*args, **kwargs):
+    raise RuntimeError("injected fault")
+
+
+if os.environ["PHIGATE_FAULT"] == "classify":
+    _classify.classify_request = boom
+else:
+    _policy.PolicySet.decide = boom
+'''
+
+
+@pytest.mark.parametrize(("fault", "stage"), [("classify", "classify"), ("policy", "policy")])
+def test_a_raising_hook_in_stock_mitmdump_refuses_and_nothing_reaches_the_backend(
+        idp: Idp, upstream: RecordingUpstream, tmp_path: Any, fault: str, stage: str) -> None:
+    import os
+
+    from tests.conftest import BACKEND_CREDENTIAL, gateway_options
+
+    script = tmp_path / "fault.py"
+    script.write_text(FAULT_SCRIPT)
+    gw = Gateway(upstream.url, gateway_options(idp, tmp_path), runner="mitmdump", args=["-s", str(script)],
+                 env={**os.environ, "PHIGATE_FAULT": fault, "PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
+                      "PHIGATE_TOKEN_KEYS": "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="})
+    with gw.start():
+        status, doc = call(gw, idp, "POST", f"{TD}/collections", {"name": "patients_int"})
+        assert status == 500 and doc["error"] == "gateway_error" and stage in doc["detail"], doc
+        status, _ = call(gw, idp, "GET", "/api/v2/heartbeat")
+        assert status == 500
+    assert upstream.requests == []
+    assert "injected fault" not in gw.proc.log()  # only the exception type is logged
