@@ -397,3 +397,18 @@ def test_classify_request_returns_the_decoded_parts(chroma: Profile) -> None:
     assert c.parts.body == {"ids": ["a"]}
     assert c.parts.vars == {"tenant": "default_tenant", "database": "default_database", "collection_id": UUID}
     assert c.parts.query == {"x": ("1",)}
+
+
+def test_profile_reload_applies_good_edits_and_keeps_the_last_good(tmp_path: Path) -> None:
+    from addons import rulefiles
+
+    rules = write_profile(tmp_path, GOOD)
+    wf = load_profile(rules, "demo")
+    assert classify(wf.current, "POST", "/c/x/q", "", b"{}")[0].kind == OpKind.SEARCH  # type: ignore[union-attr]
+    write_profile(tmp_path, GOOD.replace("kind: search", "kind: export"))
+    assert rulefiles.reload_all() == [wf]
+    assert classify(load_profile(rules, "demo").current, "POST", "/c/x/q", "", b"{}")[0].kind == OpKind.EXPORT  # type: ignore[union-attr]
+    write_profile(tmp_path, GOOD.replace("kind: search", "kind: sometimes"))
+    assert rulefiles.reload_all() == []
+    assert classify(load_profile(rules, "demo").current, "POST", "/c/x/q", "", b"{}")[0].kind == OpKind.EXPORT  # type: ignore[union-attr]
+    assert wf.last_error is not None and "'sometimes'" in wf.last_error
