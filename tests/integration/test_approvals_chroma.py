@@ -160,6 +160,11 @@ def test_export_waits_for_an_approver_then_completes(env: Env) -> None:
     admin = env.approver()
     hold = pending_for(admin, name)
     assert (hold["requester"], hold["operation"], hold["rule_id"]) == ("clin-1", "export", "export-needs-approval")
+    # The admin API verifies tokens with the gateway's own verifier and role mapping.
+    for token, status in (("not-a-jwt", 401), (env.idp.token("clin-1"), 403), (env.idp.token("short-1"), 403)):
+        with pytest.raises(AdminError) as err:
+            AdminClient(env.admin_url, token).pending()
+        assert err.value.status == status
     # The reviewer sees the shape of the request, never record content.
     assert "Jane Roe" not in json.dumps(hold) and hold["summary"]["bytes"] > 0
     time.sleep(1.0)

@@ -491,3 +491,20 @@ async def test_records_wait_in_the_store_while_the_ledger_is_down(approvals: App
     await approvals._ship()
     assert approvals.store is not None
     assert len(await approvals.store.call(approvals.store.store.unshipped)) == 1
+
+
+async def test_workers_can_share_the_admin_port(tmp_path: Path) -> None:
+    from addons.holds import httpserver
+
+    async def answer(request: Request) -> httpserver.Response:
+        return httpserver.json_answer(200, {"ok": True})
+
+    port = free_port()
+    first = await httpserver.serve("127.0.0.1", port, answer, reuse_port=True)
+    second = await httpserver.serve("127.0.0.1", port, answer, reuse_port=True)  # a second worker
+    try:
+        with pytest.raises(OSError):
+            await httpserver.serve("127.0.0.1", port, answer)  # without the option: refused
+    finally:
+        first.close()
+        second.close()
