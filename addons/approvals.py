@@ -22,6 +22,7 @@ import importlib
 import inspect
 import logging
 import os
+import sqlite3
 import ssl
 import time
 import uuid
@@ -137,7 +138,13 @@ class Approvals:
         opts = ctx.options
         node_id = opts.phigate_node_id if hasattr(opts, "phigate_node_id") else "node"
         store = HoldStore(Path(opts.phigate_holds_db), node_id)
-        self.store = AsyncHoldStore(store)
+        try:
+            self.store = await AsyncHoldStore.open(store)
+        except (OSError, sqlite3.Error) as exc:
+            # Fail closed: without the store every hold is refused (503) and /-/readyz says why.
+            log.error("phigate approvals: cannot open the hold store %s (%s); held requests will be refused",
+                      store.path, exc)
+            return
         # A restart ends every hold the previous process left pending, as denied and recorded.
         ended = await self.store.call(store.reap, time.time(), "gateway restarted")
         for hold in ended:
@@ -211,8 +218,11 @@ class Approvals:
             return
         store = self.store
         ident = c.identity
-        if store is None or ident is None:
+        if store is None:
             refuse(flow, Stage.APPROVAL, 503, "approvals_unavailable", "approvals are not available; try later")
+            return
+        if ident is None:  # Identity refuses anonymous callers first; never hold what nobody could own
+            refuse(flow, Stage.APPROVAL, 403, "approval_required", "an approval needs an authenticated requester")
             return
         now = time.time()
         new = self._new_hold(flow, c, spec, now)

@@ -542,7 +542,16 @@ class AsyncHoldStore:
     def __init__(self, store: HoldStore) -> None:
         self.store = store
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-holds")
-        self._pool.submit(store.open).result()
+
+    @classmethod
+    async def open(cls, store: HoldStore) -> AsyncHoldStore:
+        opened = cls(store)
+        try:
+            await opened.call(store.open)
+        except BaseException:
+            opened._pool.shutdown(wait=False)
+            raise
+        return opened
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()

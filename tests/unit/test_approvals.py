@@ -508,3 +508,22 @@ async def test_workers_can_share_the_admin_port(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+async def test_unusable_store_refuses_holds_and_is_not_ready(tmp_path: Path) -> None:
+    from addons.gateway import not_ready_reasons
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    addon = Approvals()
+    with taddons.context(Gateway(), addon) as tctx:
+        tctx.configure(addon, phigate_holds_db=str(blocker / "holds.sqlite"), phigate_admin_port=0)
+        await addon.running()
+        try:
+            assert not_ready_reasons()["approvals"] == "the hold store is not open"
+            f = held_flow()
+            await addon.request(f)
+            assert f.response is not None and f.response.status_code == 503
+            assert f.response.json()["error"] == "approvals_unavailable"
+        finally:
+            await addon.done()
