@@ -64,6 +64,34 @@ ensure_chroma() {
   echo "$CHROMA_VERSION" >"$CHROMA_VENV/.phigate-stamp"
 }
 
+# Backend clients and the Milvus server (engineer G, issue 7): the official clients' pins (grpcio,
+# protobuf, httpx, pydantic) clash with mitmproxy's, and milvus ships its own binaries: own venvs.
+CLIENTS_VENV="$STATE/clients-venv"
+MILVUS_VENV="$STATE/milvus-venv"
+CLIENTS_PINS="qdrant-client==1.20.0 pinecone==10.2.0 opensearch-py==3.2.0 requests"
+MILVUS_VERSION="${PHIGATE_MILVUS_VERSION:-2.3.5}"
+
+ensure_clients() {
+  if [[ -x "$CLIENTS_VENV/bin/python" ]] && stamp_ok "$CLIENTS_VENV/.phigate-stamp" "$CLIENTS_PINS"; then return 0; fi
+  local py
+  py="$(find_python)"
+  say "installing the backend clients (qdrant-client, pinecone, opensearch-py) in their own venv"
+  [[ -x "$CLIENTS_VENV/bin/python" ]] || "$py" -m venv "$CLIENTS_VENV"
+  # shellcheck disable=SC2086 # the pins are a word list
+  "$CLIENTS_VENV/bin/python" -m pip install -q $CLIENTS_PINS
+  echo "$CLIENTS_PINS" >"$CLIENTS_VENV/.phigate-stamp"
+}
+
+ensure_milvus() {
+  if [[ -x "$MILVUS_VENV/bin/milvus-server" ]] && stamp_ok "$MILVUS_VENV/.phigate-stamp" "$MILVUS_VERSION"; then return 0; fi
+  local py
+  py="$(find_python)"
+  say "installing the Milvus standalone server (pip milvus $MILVUS_VERSION) in its own venv"
+  [[ -x "$MILVUS_VENV/bin/python" ]] || "$py" -m venv "$MILVUS_VENV"
+  "$MILVUS_VENV/bin/python" -m pip install -q "milvus==$MILVUS_VERSION"
+  echo "$MILVUS_VERSION" >"$MILVUS_VENV/.phigate-stamp"
+}
+
 ensure_idp() {
   if [[ -d "$IDP_DIR/node_modules/oidc-provider" ]]; then return 0; fi
   command -v npm >/dev/null || die "npm is needed for the local OpenID provider: apt-get install nodejs npm"
@@ -96,6 +124,8 @@ setup_all() {
   ensure_chroma
   ensure_idp
   ensure_debs
+  ensure_clients
+  ensure_milvus
 }
 
 py() { "$VENV/bin/python" "$@"; }
@@ -103,6 +133,7 @@ py() { "$VENV/bin/python" "$@"; }
 export PHIGATE_CHROMA_BIN="$CHROMA_VENV/bin/chroma"
 export PHIGATE_CHROMA_PYTHON="$CHROMA_VENV/bin/python"
 export PHIGATE_IDP_DIR="$IDP_DIR"
+export PHIGATE_MILVUS_BIN="$MILVUS_VENV/bin/milvus-server"
 
 cmd="${1:-help}"
 shift || true
