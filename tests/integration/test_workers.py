@@ -1,0 +1,246 @@
+"""`./run.sh gateway --workers 2`: two lean-engine workers behind HAProxy, one listener, in front of a
+real Chroma and the real OpenID provider. Approvals across workers (shared SQLite store), a worker
+killed with SIGKILL under light load (the other keeps serving, HAProxy takes the dead one out, the
+supervisor brings it back, its held request ends denied and recorded), per-worker ledger segments.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from addons.cli_approvals import AdminClient
+from tests.conftest import BACKEND_CREDENTIAL
+from tests.integration.test_approvals_chroma import RECORDS, HeldClient, test_rules
+from tests.support.servers import ROOT, VENV_BIN, Chroma, Idp, Process, free_port, http_call, wait_http
+
+pytestmark = pytest.mark.integration
+
+NODE = "gwtest"
+TOKEN_KEYS = "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="  # test-only masking token key
+
+
+class Workers:
+    """`python -m addons.launch --workers 2` (what `./run.sh gateway --workers 2` runs)."""
+
+    def __init__(self, chroma: Chroma, idp: Idp, tmp: Path) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.audit_dir = tmp / "audit"
+        self.rules = test_rules(tmp)
+        self.idp = idp
+        self.chroma = chroma
+        from tests.support.servers import lean_options
+
+        sets = {"phigate_admin_port": str(self.admin_port), "phigate_holds_db": str(tmp / "holds.sqlite"),
+                "phigate_node_id": NODE, "phigate_audit_dir": str(self.audit_dir)}
+        argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", chroma.url, "--issuer", idp.issuer,
+                "--rules", str(self.rules), "--plain-http", "--port", str(self.port), "--workers", "2",
+                "--backend-credential-env", "PHIGATE_TEST_BACKEND_CREDENTIAL"]
+        for k, v in sets.items():
+            if k in lean_options():  # the audit dir only once the audit addon is in the chain
+                argv += ["--set", f"{k}={v}"]
+        self.proc = Process("workers", argv, cwd=ROOT, env={"PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
+                                                             "PHIGATE_TOKEN_KEYS": TOKEN_KEYS})
+
+    def start(self) -> Workers:
+        self.proc.start()
+        try:
+            wait_http(f"{self.url}/-/healthz", 60, self.proc.proc)
+            wait_http(f"{self.admin_url}/healthz", 30, self.proc.proc)
+            self.wait_servers_up(["w1", "w2"], 30)
+        except Exception:
+            self.proc.stop()
+            raise RuntimeError(f"workers did not start:\n{self.proc.log()[-5000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=30)
+
+    # -- what the supervisor and HAProxy say
+
+    def pids(self) -> dict[str, int]:
+        """The current pid of each worker, from the supervisor's log."""
+        found: dict[str, int] = {}
+        for m in re.finditer(r"started (w\d+) \(node [^,]+, pid (\d+),", self.proc.log()):
+            found[m.group(1)] = int(m.group(2))
+        return found
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        m = re.search(r"stats socket (\S+)", self.proc.log())
+        assert m, self.proc.log()[-3000:]
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(m.group(1))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
+        return {r["svname"]: r for r in rows if r["pxname"] == "workers" and r["svname"].startswith("w")}
+
+    def wait_servers_up(self, names: list[str], timeout: float) -> None:
+        self.wait_status(names, "UP", timeout)
+
+    def wait_status(self, names: list[str], status: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if all(st.get(n, {}).get("status", "").startswith(status) for n in names):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"HAProxy: expected {names} {status}, got "
+                                     f"{ {n: r['status'] for n, r in st.items()} }")
+            time.sleep(0.2)
+
+    def token(self, client: str) -> str:
+        return self.idp.token(client)
+
+    def collection(self, prefix: str) -> str:
+        import json
+        import uuid
+
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        base = f"{self.chroma.url}/api/v2/tenants/default_tenant/databases/default_database/collections"
+        status, _, body = http_call("POST", base, {"name": name})
+        assert status == 200, body
+        cid = json.loads(body)["id"]
+        status, _, body = http_call("POST", f"{base}/{cid}/add", RECORDS)
+        assert status in (200, 201), body
+        return name
+
+
+@pytest.fixture(scope="module")
+def workers(chroma: Chroma, idp: Idp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    w = Workers(chroma, idp, tmp_path_factory.mktemp("workers")).start()
+    yield w
+    w.stop()
+
+
+def heartbeat(w: Workers, token: str) -> int:
+    return http_call("GET", f"{w.url}/api/v2/heartbeat", headers={"Authorization": f"Bearer {token}"}, timeout=10)[0]
+
+
+def test_one_listener_spreads_requests_over_both_workers(workers: Workers) -> None:
+    token = workers.token("admin-1")
+    before = {n: int(r["stot"]) for n, r in workers.stats().items()}
+    statuses = [heartbeat(workers, token) for _ in range(20)]
+    assert statuses == [200] * 20
+    after = {n: int(r["stot"]) for n, r in workers.stats().items()}
+    assert set(after) == {"w1", "w2"}
+    assert all(after[n] > before[n] for n in after), (before, after)  # both workers served
+
+
+def test_holds_are_seen_and_decided_whichever_worker_holds_them(workers: Workers) -> None:
+    admin = AdminClient(workers.admin_url, workers.token("approver-1"))
+    nodes: set[str] = set()
+    for _ in range(4):  # a few held exports: leastconn spreads them over both workers
+        name = workers.collection("patients")
+        client = HeldClient(workers.url, workers.token("clin-1"),
+                            [{"op": "get", "collection": name, "include": ["documents"]}])
+        try:
+            hold = admin.wait_for_pending(lambda h, n=name: h["collection"] == n, timeout=60)
+            nodes.add(hold["node_id"])
+            assert hold["node_id"] in {f"{NODE}-w1", f"{NODE}-w2"}
+            admin.approve(hold["hold_id"], "ticket PRIV-9: worker test")
+            result = client.result(60)
+        finally:
+            client.kill()
+        assert result[-1]["ok"], result
+        assert sorted(result[-1]["result"]["ids"]) == RECORDS["ids"]
+    # Not guaranteed by leastconn with one hold at a time, so only report: the store is shared anyway.
+    print(f"holds were held by: {sorted(nodes)}")
+
+
+def test_killed_worker_restarts_while_the_other_serves_and_its_hold_ends_denied(workers: Workers) -> None:
+    token = workers.token("admin-1")
+    admin = AdminClient(workers.admin_url, workers.token("approver-1"))
+    # A request held on some worker: that worker is the one we kill.
+    name = workers.collection("patients")
+    client = HeldClient(workers.url, workers.token("clin-1"), [{"op": "get", "collection": name}])
+    try:
+        hold = admin.wait_for_pending(lambda h: h["collection"] == name, timeout=60)
+        victim = hold["node_id"].rsplit("-", 1)[1]  # "w1" or "w2"
+        survivor = "w2" if victim == "w1" else "w1"
+        old_pid = workers.pids()[victim]
+
+        results: list[int] = []
+        stop = threading.Event()
+
+        def load() -> None:  # light load: one client, new connection per request
+            while not stop.is_set():
+                try:
+                    results.append(heartbeat(workers, token))
+                except OSError:
+                    results.append(0)
+                time.sleep(0.05)
+
+        t = threading.Thread(target=load, daemon=True)
+        t.start()
+        time.sleep(1)
+        os.kill(old_pid, signal.SIGKILL)
+        killed_at = len(results)
+        workers.wait_status([victim], "DOWN", 15)  # HAProxy stops sending it traffic
+        down_at = len(results)
+        # The supervisor restarts it (new pid) and HAProxy takes it back.
+        deadline = time.monotonic() + 60
+        while workers.pids().get(victim) in (None, old_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert workers.pids()[victim] != old_pid, workers.proc.log()[-3000:]
+        workers.wait_servers_up([victim, survivor], 60)
+        time.sleep(1)
+        stop.set()
+        t.join(10)
+
+        # Requests kept succeeding: at most the ones in flight at the kill failed.
+        failures = [i for i, s in enumerate(results) if s != 200]
+        assert len(failures) <= 2, (failures, killed_at, len(results))
+        assert results[killed_at:down_at].count(200) >= 1 or down_at == killed_at
+        assert results[-5:] == [200] * 5
+
+        # The held request's worker died: the hold ends denied (reaped), and it is on the record.
+        ended = _wait_hold_state(admin, hold["hold_id"], {"denied", "cancelled"}, 60)
+        assert ended["state"] in {"denied", "cancelled"}
+        assert any(d.get("hold_id") == hold["hold_id"] for d in admin.decisions(200))
+        # The client never got the records: its connection died with the worker.
+        outcome = client.result(30)
+        assert outcome[-1]["ok"] is False, outcome
+    finally:
+        client.kill()
+
+
+def _wait_hold_state(admin: AdminClient, hold_id: str, states: set[str], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        hold = admin.hold(hold_id)
+        if hold["state"] in states or time.monotonic() > deadline:
+            return hold
+        time.sleep(0.2)
+
+
+def test_each_worker_writes_its_own_ledger_segment(workers: Workers) -> None:
+    from tests.support.servers import lean_options
+
+    if "phigate_audit_dir" not in lean_options():
+        pytest.skip("the audit addon is not in the chain yet (addons/chain.py): no ledger to check")
+    token = workers.token("admin-1")
+    for _ in range(10):
+        assert heartbeat(workers, token) == 200
+    nodes = workers.audit_dir / "nodes"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not {f"{NODE}-w1", f"{NODE}-w2"} <= {p.name for p in nodes.glob("*")}:
+        time.sleep(0.5)
+    assert {f"{NODE}-w1", f"{NODE}-w2"} <= {p.name for p in nodes.glob("*")}
