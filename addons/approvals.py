@@ -224,6 +224,12 @@ class Approvals:
         if ident is None:  # Identity refuses anonymous callers first; never hold what nobody could own
             refuse(flow, Stage.APPROVAL, 403, "approval_required", "an approval needs an authenticated requester")
             return
+        if flow.request.stream:
+            # A streamed body is not here to hash: an approval could not be bound to what is forwarded.
+            refuse(flow, Stage.APPROVAL, 403, "approval_required",
+                   "this request needs approval, and a streamed request body cannot be approved; "
+                   "disable stream_large_bodies for it")
+            return
         now = time.time()
         new = self._new_hold(flow, c, spec, now)
         s = store.store

@@ -22,7 +22,17 @@ import pytest
 import yaml
 
 from addons.cli_approvals import AdminClient, AdminError
-from tests.support.servers import CHROMA_PYTHON, ROOT, Chroma, Gateway, Idp, free_port, http_call, wait_http
+from tests.support.servers import (
+    CHROMA_PYTHON,
+    ROOT,
+    Chroma,
+    Gateway,
+    Idp,
+    RecordingUpstream,
+    free_port,
+    http_call,
+    wait_http,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +78,13 @@ class Env:
     """A gateway with its admin API, and helpers to act as clients and approvers."""
 
     def __init__(self, gateway_factory: Callable[..., Gateway], chroma: Chroma, idp: Idp, tmp_path: Path,
-                 db: Path | None = None, admin_port: int | None = None) -> None:
+                 db: Path | None = None, admin_port: int | None = None, **options: str) -> None:
         self.chroma, self.idp, self.tmp_path = chroma, idp, tmp_path
         self.admin_port = admin_port or free_port()
         self.db = db or tmp_path / "holds.sqlite"
         self.rules = tmp_path / "rules" if (tmp_path / "rules").is_dir() else test_rules(tmp_path)
         self.gw = gateway_factory(chroma.url, phigate_rules=str(self.rules), phigate_admin_port=self.admin_port,
-                                  phigate_holds_db=str(self.db))
+                                  phigate_holds_db=str(self.db), **options)
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         # The proxy answers /-/healthz a moment before the admin listener is up (running() opens the
         # store and ends a previous process's holds first).
@@ -200,15 +210,26 @@ def test_denied_through_the_cli_answers_403_with_approver_and_reason(env: Env) -
     assert again.returncode == 1 and "already denied" in again.stderr
 
 
-def test_no_decision_in_time_is_a_denial(env: Env) -> None:
-    name, _ = env.collection("patients_short")
-    started = time.monotonic()
-    [result] = env.export("clin-1", name).result()
-    assert 2.0 <= time.monotonic() - started < 30
-    assert not result["ok"] and "approval timed out" in result["error"]["message"]
-    admin = env.approver()
-    [decision] = [d for d in admin.decisions() if d.get("collection") == name]
-    assert decision["outcome"] == "timeout" and decision["rule_id"] == "test-export-short"
+def test_no_decision_in_time_is_a_denial_and_reviewers_are_told(
+        gateway_factory: Callable[..., Gateway], chroma: Chroma, idp: Idp, tmp_path: Path) -> None:
+    with RecordingUpstream() as hook:
+        env = Env(gateway_factory, chroma, idp, tmp_path, phigate_approval_webhooks=f"{hook.url}/phigate-holds")
+        name, _ = env.collection("patients_short")
+        started = time.monotonic()
+        [result] = env.export("clin-1", name).result()
+        assert 2.0 <= time.monotonic() - started < 30
+        assert not result["ok"] and "approval timed out" in result["error"]["message"]
+        admin = env.approver()
+        [decision] = [d for d in admin.decisions() if d.get("collection") == name]
+        assert decision["outcome"] == "timeout" and decision["rule_id"] == "test-export-short"
+        deadline = time.monotonic() + 10
+        while len(hook.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    events = [json.loads(r["body"]) for r in hook.requests]
+    assert [e["event"] for e in events] == ["hold_started", "hold_expired"]
+    assert all(r["path"] == "/phigate-holds" and r["method"] == "POST" for r in hook.requests)
+    assert events[0]["hold"]["collection"] == name and events[0]["console"] == env.admin_url + "/"
+    assert "Jane Roe" not in json.dumps(events)  # PHI-free payloads
 
 
 def test_self_approval_is_refused_and_two_person_rule_needs_two(env: Env) -> None:

@@ -331,6 +331,13 @@ async def test_shutdown_ends_pending_holds_as_denied(approvals: Approvals) -> No
     approvals.store = None  # the fixture's done() has nothing left to do
 
 
+async def test_streamed_body_cannot_be_held(approvals: Approvals) -> None:
+    f = held_flow()
+    f.request.stream = True
+    await approvals.request(f)
+    assert f.response is not None and f.response.status_code == 403 and not f.intercepted
+
+
 async def test_misconfigured_hold_fails_closed(approvals: Approvals) -> None:
     f = held_flow()
     c = context(f)
