@@ -367,7 +367,6 @@ class HoldStore:
         Gone means: on this host with a dead pid, or silent for longer than the lease. Their
         clients' connections died with them; without this the holds would stay pending forever.
         """
-        ended: list[Hold] = []
         with self._tx() as tx:
             dead = []
             for inst in tx.execute("SELECT instance_id, hostname, pid, heartbeat_at FROM instances "
@@ -385,29 +384,28 @@ class HoldStore:
                 ids += [r[0] for r in tx.execute(
                     "SELECT hold_id FROM holds WHERE state = 'pending' AND instance_id = ?", (instance,))]
                 tx.execute("DELETE FROM instances WHERE instance_id = ?", (instance,))
-            for hold_id in ids:
-                tx.execute("UPDATE holds SET state = 'denied', decided_at = ?, justification = ? "
-                           "WHERE hold_id = ? AND state = 'pending'", (now, why, hold_id))
-                hold = self._get(tx, hold_id)
-                assert hold is not None
-                self._record(tx, hold, "denied", ship=True)
-                ended.append(hold)
+            ended = self._deny_flowless(tx, ids, now, why)
         return ended
 
     def end_own_pending(self, now: float, why: str) -> list[Hold]:
         """At shutdown: this process's pending holds end as denied, recorded (never silently lost)."""
-        ended = []
         with self._tx() as tx:
             ids = [r[0] for r in tx.execute(
                 "SELECT hold_id FROM holds WHERE state = 'pending' AND instance_id = ?", (self.instance_id,))]
-            for hold_id in ids:
-                tx.execute("UPDATE holds SET state = 'denied', decided_at = ?, justification = ? "
-                           "WHERE hold_id = ?", (now, why, hold_id))
-                hold = self._get(tx, hold_id)
-                assert hold is not None
+            ended = self._deny_flowless(tx, ids, now, why)
+            tx.execute("DELETE FROM instances WHERE instance_id = ?", (self.instance_id,))
+        return ended
+
+    def _deny_flowless(self, tx: sqlite3.Connection, hold_ids: Sequence[str], now: float, why: str) -> list[Hold]:
+        """Deny pending holds whose flows are gone (or going); their records go to the ledger from here."""
+        ended = []
+        for hold_id in hold_ids:
+            changed = tx.execute("UPDATE holds SET state = 'denied', decided_at = ?, justification = ? "
+                                 "WHERE hold_id = ? AND state = 'pending'", (now, why, hold_id)).rowcount
+            hold = self._get(tx, hold_id)
+            if changed and hold is not None:
                 self._record(tx, hold, "denied", ship=True)
                 ended.append(hold)
-            tx.execute("DELETE FROM instances WHERE instance_id = ?", (self.instance_id,))
         return ended
 
     # ------------------------------------------------------------------ grants
