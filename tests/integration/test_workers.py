@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,8 +24,10 @@ from typing import Any
 import pytest
 
 from addons.cli_approvals import AdminClient
+from addons.ledger import keys
 from tests.conftest import BACKEND_CREDENTIAL
 from tests.integration.test_approvals_chroma import RECORDS, HeldClient, test_rules
+from tests.integration.test_audit_gateway import REC_KEY
 from tests.support.servers import ROOT, VENV_BIN, Chroma, Idp, Process, free_port, http_call, wait_http
 
 pytestmark = pytest.mark.integration
@@ -45,8 +50,14 @@ class Workers:
         self.chroma = chroma
         from tests.support.servers import lean_options
 
+        self.witness = tmp / "witness"
+        self.key_file = tmp / "signing.pem"
+        keys.generate_key_file(self.key_file)
         sets = {"phigate_admin_port": str(self.admin_port), "phigate_holds_db": str(tmp / "holds.sqlite"),
-                "phigate_node_id": NODE, "phigate_audit_dir": str(self.audit_dir)}
+                "phigate_node_id": NODE, "phigate_audit_dir": str(self.audit_dir),
+                # a witness folder: one checkpoint file per node (per worker)
+                "phigate_witness": f"{self.witness}/", "phigate_audit_key_file": str(self.key_file),
+                "phigate_audit_checkpoint_seconds": "1", "phigate_recording_key_env": "PHIGATE_IT_REC_KEY"}
         argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", chroma.url, "--issuer", idp.issuer,
                 "--rules", str(self.rules), "--plain-http", "--port", str(self.port), "--workers", "2",
                 "--backend-credential-env", "PHIGATE_TEST_BACKEND_CREDENTIAL"]
@@ -54,7 +65,8 @@ class Workers:
             if k in lean_options():  # the audit dir only once the audit addon is in the chain
                 argv += ["--set", f"{k}={v}"]
         self.proc = Process("workers", argv, cwd=ROOT, env={"PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
-                                                             "PHIGATE_TOKEN_KEYS": TOKEN_KEYS})
+                                                             "PHIGATE_TOKEN_KEYS": TOKEN_KEYS,
+                                                             "PHIGATE_IT_REC_KEY": REC_KEY})
 
     def start(self) -> Workers:
         self.proc.start()
@@ -110,7 +122,6 @@ class Workers:
         return self.idp.token(client)
 
     def collection(self, prefix: str) -> str:
-        import json
         import uuid
 
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -231,16 +242,27 @@ def _wait_hold_state(admin: AdminClient, hold_id: str, states: set[str], timeout
         time.sleep(0.2)
 
 
-def test_each_worker_writes_its_own_ledger_segment(workers: Workers) -> None:
+def test_each_worker_writes_its_own_ledger_segment_read_as_one_record(workers: Workers) -> None:
     from tests.support.servers import lean_options
 
     if "phigate_audit_dir" not in lean_options():
         pytest.skip("the audit addon is not in the chain yet (addons/chain.py): no ledger to check")
     token = workers.token("admin-1")
-    for _ in range(10):
+    for _ in range(20):
         assert heartbeat(workers, token) == 200
+    want = {f"{NODE}-w1", f"{NODE}-w2"}
     nodes = workers.audit_dir / "nodes"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not {f"{NODE}-w1", f"{NODE}-w2"} <= {p.name for p in nodes.glob("*")}:
+    while time.monotonic() < deadline and not want <= {p.name for p in nodes.glob("*")}:
         time.sleep(0.5)
-    assert {f"{NODE}-w1", f"{NODE}-w2"} <= {p.name for p in nodes.glob("*")}
+    assert want <= {p.name for p in nodes.glob("*")}
+    time.sleep(2)  # a checkpoint per node (phigate_audit_checkpoint_seconds=1)
+    verify = subprocess.run([sys.executable, "-m", "addons.cli_verify", "--dir", str(workers.audit_dir),
+                             "--witness", f"{workers.witness}/", "--key-file", str(workers.key_file)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    export = subprocess.run([sys.executable, "-m", "addons.cli_export", "--dir", str(workers.audit_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stderr
+    events = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    assert want <= {e["node_id"] for e in events}  # one record, both workers' segments
