@@ -10,9 +10,11 @@ Collection ids: Chroma's data routes carry a collection UUID while policies name
 response hook learns id -> name pairs from the backend's own successful answers (create, get, list,
 fork, an accepted rename), as the profile's `learn` entries say. A caller cannot poison the map to
 reach another collection: nothing a caller sends is learned unless the backend accepted it, and the
-backend is the authority on which name an id has. An id not learned yet classifies with no
-collection name, which no collection glob matches (default deny); an unmodified chromadb client
-always creates or gets a collection by name before using its id, so in practice the name is known.
+backend is the authority on which name an id has. An unmodified chromadb client always creates or
+gets a collection by name before using its id, so the name is normally known; an id this process
+has not seen (learned by another worker, or before a restart) is looked up once from the backend
+with the gateway's own credential when the profile says how (`resolve`, addons/name_lookup.py).
+Failing that, it classifies with no collection name, which no collection glob matches (default deny).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from mitmproxy import ctx, exceptions, http
 
 from addons.canonical import Ambiguous, canonical_target, check_headers, parse_query
 from addons.context import Operation, OpKind, Stage, context, is_settled
+from addons.forward import read_credential
 from addons.gateway import register_readiness
 from addons.guard import fail_closed
+from addons.name_lookup import NameLookup, Upstream
 from addons.profile_model import CollectionLearning, Profile, RequestParts, Route
 from addons.profiles import classify_request, load_profile
 from addons.respond import refuse
@@ -82,6 +86,7 @@ class CollectionNames:
 class Classify:
     def __init__(self) -> None:
         self.names = CollectionNames()
+        self.lookup = NameLookup()
         register_readiness("profile", loaded_check("backend profile", self._profile))
 
     def configure(self, updated: set[str]) -> None:
@@ -98,7 +103,7 @@ class Classify:
         return load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current
 
     @fail_closed(Stage.CLASSIFY, 500)
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if is_settled(flow):
             return
         profile = self._profile()
@@ -120,16 +125,37 @@ class Classify:
         if target.forwarded != req.path:
             req.path = target.forwarded  # forward exactly what was classified
         flow.metadata[PARTS_KEY] = result.parts
-        context(flow).operation = self._operation(profile, req.method, target.path, result.route,
-                                                  result.facts, result.collection, result.collection_id)
+        route, collection, collection_id = result.route, result.collection, result.collection_id
+        if route is not None and route.collection_is_id and collection_id is not None:
+            collection = self.names.name_of(collection_id)
+            if collection is None and profile.resolve is not None:
+                collection = await self._look_up(flow, profile, collection_id, result.parts)
+        context(flow).operation = self._operation(profile, req.method, target.path, route,
+                                                  result.facts, collection, collection_id)
+
+    async def _look_up(self, flow: http.HTTPFlow, profile: Profile, collection_id: str,
+                       parts: RequestParts) -> str | None:
+        """Ask the backend (with its own credential) for the name of an id this process never saw."""
+        assert profile.resolve is not None
+        opts = ctx.options
+        headers: dict[str, str] = {}
+        credential = read_credential(getattr(opts, "phigate_backend_credential_env", ""),
+                                     getattr(opts, "phigate_backend_credential_file", ""))
+        if profile.auth.upstream_header and credential:
+            headers[profile.auth.upstream_header] = profile.auth.upstream_format.format(credential=credential)
+        upstream = Upstream(flow.request.scheme, flow.request.host, flow.request.port,
+                            verify=not getattr(opts, "ssl_insecure", False),
+                            cafile=getattr(opts, "ssl_verify_upstream_trusted_ca", None) or None)
+        name = await self.lookup.name_of(profile.resolve, collection_id, parts.vars, upstream, headers)
+        if name is not None:
+            self.names.learn(collection_id, name)
+        return name
 
     def _operation(self, profile: Profile, method: str, path: str, route: Route | None,
                    facts: Any, collection: str | None, collection_id: str | None) -> Operation:
         if route is None:
             return Operation(backend=profile.backend, kind=OpKind.UNKNOWN, route="unknown",
                              method=method, path=path)
-        if route.collection_is_id and collection_id is not None:
-            collection = self.names.name_of(collection_id)
         return Operation(backend=profile.backend, kind=route.kind, route=route.id, method=method,
                          path=path, collection=collection, collection_id=collection_id, facts=dict(facts))
 

@@ -120,6 +120,20 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionLookup:
+    """How the gateway asks the backend itself for the name of a collection id it has not learned.
+
+    Needed when the id was learned by another gateway process (several workers) or before a
+    restart. `template` is a GET path whose {vars} come from the request's path variables; the
+    answer is trusted only if its `id_key` equals the id asked about.
+    """
+
+    template: str
+    id_key: str
+    name_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     name: str  # e.g. "chroma"
     backend: str  # e.g. "chroma"
@@ -127,6 +141,8 @@ class Profile:
     routes: tuple[Route, ...]
     # The same routes keyed by id (filled by the compiler): hooks look routes up per response.
     by_id: Mapping[str, Route] = field(default_factory=dict)
+    # Optional: resolve an unknown collection id by asking the backend (added after the first version).
+    resolve: CollectionLookup | None = None
 
     def route(self, route_id: str) -> Route | None:
         return self.by_id.get(route_id)

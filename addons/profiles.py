@@ -53,6 +53,7 @@ from addons.context import OpKind
 from addons.profile_model import (
     BackendAuth,
     CollectionLearning,
+    CollectionLookup,
     Fact,
     Predicate,
     Profile,
@@ -66,7 +67,7 @@ KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BODY_KINDS = ("json", "ndjson", "graphql", "none", "any")
 RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters")
-PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description"})
+PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve"})
 ROUTE_KEYS = frozenset({"id", "kind", "method", "methods", "path", "collection", "body", "when", "facts",
                         "request", "response", "learn", "note"})
 TEST_KEYS = ("present", "any_present", "absent", "equals", "matches", "every")
@@ -489,7 +490,19 @@ def compile_profile(file: Path, doc: Any) -> Profile:
         require(file, route.id, route.id, route.id not in by_id, "unique route ids")
         by_id[route.id] = route
     return Profile(name=file.stem, backend=backend, auth=_auth(file, doc.get("auth")),
-                   routes=routes, by_id=by_id)
+                   routes=routes, by_id=by_id, resolve=_lookup(file, doc.get("resolve")))
+
+
+def _lookup(file: Path | str, spec: Any) -> CollectionLookup | None:
+    if spec is None:
+        return None
+    require(file, "resolve", spec, isinstance(spec, dict) and set(spec) == {"path", "id", "name"},
+            "resolve: {path: GET path template with {vars}, id: KEY, name: KEY}")
+    compile_template(file, "resolve", spec["path"])
+    for key in ("id", "name"):
+        require(file, "resolve", spec[key], isinstance(spec[key], str) and bool(spec[key]),
+                f"resolve.{key}: the key holding the collection {key} in the backend's answer")
+    return CollectionLookup(template=spec["path"], id_key=spec["id"], name_key=spec["name"])
 
 
 def profile_path(rules_dir: str | Path, name: str) -> Path:

@@ -11,6 +11,8 @@ Prints, per capture kind, the median over runs of the per-request p50 and p99 in
 from __future__ import annotations
 
 import argparse
+import asyncio
+import inspect
 import json
 import statistics
 import time
@@ -58,18 +60,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(hooks: list[Any], doc: dict[str, Any], iterations: int) -> tuple[float, float]:
+async def measure(hooks: list[Any], doc: dict[str, Any], iterations: int) -> tuple[float, float]:
     flows = [make_flow(doc) for _ in range(iterations)]  # built outside the timed part
     times: list[float] = []
     for f in flows:
         start = time.perf_counter()
         for hook in hooks:
-            hook(f)
+            result = hook(f)
+            if inspect.isawaitable(result):  # Classify.request is async (it may ask the backend)
+                await result
         times.append((time.perf_counter() - start) * 1e6)
     return percentile(times, 0.5), percentile(times, 0.99)
 
 
-def main() -> None:
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=2000)
@@ -82,12 +86,13 @@ def main() -> None:
         print(f"{'request':32} {'p50 us':>8} {'p99 us':>8} {'bare p50':>9} {'of 2 ms':>8}")
         for name, label in SAMPLES.items():
             doc = json.loads((FIXTURES / name).read_text())
-            bare = [measure([lambda f: None], doc, args.iterations)[0] for _ in range(args.runs)]
-            runs = [measure([classify.request, policy.request], doc, args.iterations) for _ in range(args.runs)]
+            bare = [(await measure([lambda f: None], doc, args.iterations))[0] for _ in range(args.runs)]
+            runs = [await measure([classify.request, policy.request], doc, args.iterations)
+                    for _ in range(args.runs)]
             p50 = statistics.median(r[0] for r in runs)
             p99 = statistics.median(r[1] for r in runs)
             print(f"{label:32} {p50:8.1f} {p99:8.1f} {statistics.median(bare):9.2f} {p50 / 2000:8.1%}")
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import BACKEND_CREDENTIAL
 from tests.support.servers import Gateway, Idp, RecordingUpstream, http_call
 
 pytestmark = pytest.mark.integration
@@ -79,13 +80,29 @@ def test_collection_ids_resolve_only_after_the_backend_named_them(
     get = {"ids": ["p1"], "where": None}
     status, doc = call(gw, idp, "POST", f"{TD}/collections/{UUID}/get", get)
     assert status == 403 and "not known to the gateway" in doc["reason"]
-    assert upstream.requests == []
+    # The gateway asked the backend (with its own credential) and got no name: nothing else arrived.
+    assert [(r["method"], r["path"]) for r in upstream.requests] == [
+        ("GET", f"{TD}/collections/by-id/{UUID}")]
+    lookup_headers = upstream.requests[0]["headers"]
+    assert lookup_headers["x-chroma-token"] == BACKEND_CREDENTIAL and "authorization" not in lookup_headers
     status, _ = call(gw, idp, "POST", f"{TD}/collections", {"name": "patients_int", "get_or_create": True})
     assert status == 200
     status, _ = call(gw, idp, "POST", f"{TD}/collections/{UUID}/get", get)
     assert status == 200
     forwarded = upstream.requests[-1]
     assert forwarded["path"] == f"{TD}/collections/{UUID}/get" and json.loads(forwarded["body"]) == get
+
+
+def test_an_id_learned_elsewhere_is_looked_up_from_the_backend(
+        idp: Idp, gateway_factory: Callable[..., Gateway]) -> None:
+    # Another worker (or this one before a restart) saw the create; this process asks the backend.
+    answers = {f"GET {TD}/collections/by-id/{UUID}": (200, {"id": UUID, "name": "patients_int"})}
+    with RecordingUpstream(answers) as up:
+        gw = gateway_factory(up.url)
+        for _ in range(2):
+            status, _ = call(gw, idp, "POST", f"{TD}/collections/{UUID}/get", {"ids": ["p1"]}, client="clin-1")
+            assert status == 200
+        assert [r["method"] for r in up.requests] == ["GET", "POST", "POST"]  # one lookup, then learned
 
 
 def test_policy_outcomes_reach_the_client(gw: Gateway, idp: Idp, upstream: RecordingUpstream) -> None:
@@ -128,7 +145,7 @@ def test_a_raising_hook_in_stock_mitmdump_refuses_and_nothing_reaches_the_backen
         idp: Idp, upstream: RecordingUpstream, tmp_path: Any, fault: str, stage: str) -> None:
     import os
 
-    from tests.conftest import BACKEND_CREDENTIAL, gateway_options
+    from tests.conftest import gateway_options
 
     script = tmp_path / "fault.py"
     script.write_text(FAULT_SCRIPT)

@@ -24,9 +24,23 @@ UUID = "f43b389c-34ca-4a94-9620-85cc91eb9677"
 OTHER = "3d2da786-98c9-4382-831a-a5e799dc6158"
 
 
+class FakeLookup:
+    """Stands in for the backend lookup (tflow's upstream is not a server): records the questions."""
+
+    def __init__(self, answers: dict[str, str] | None = None) -> None:
+        self.answers = answers or {}
+        self.asked: list[tuple[str, dict[str, str], dict[str, str]]] = []
+
+    async def name_of(self, spec: Any, collection_id: str, variables: Any, upstream: Any,
+                      headers: Any) -> str | None:
+        self.asked.append((collection_id, dict(variables), dict(headers)))
+        return self.answers.get(collection_id)
+
+
 @pytest.fixture
 def addon() -> Iterator[Classify]:
     gateway, classify = Gateway(), Classify()
+    classify.lookup = FakeLookup()  # type: ignore[assignment]
     with taddons.context(gateway, classify) as tctx:
         tctx.configure(classify, phigate_rules=str(ROOT / "rules"), phigate_profile="chroma")
         yield classify
@@ -46,10 +60,10 @@ def answer(f: http.HTTPFlow, status: int, body: Any) -> None:
     f.response = http.Response.make(status, orjson.dumps(body), {"content-type": "application/json"})
 
 
-def test_query_is_search_with_facts(addon: Classify) -> None:
+async def test_query_is_search_with_facts(addon: Classify) -> None:
     f = make_flow("POST", f"{TD}/collections/{UUID}/query",
                   {"query_embeddings": [[0.1]], "n_results": 2, "where": {"ward": "cardio"}})
-    addon.request(f)
+    await addon.request(f)
     op = context(f).operation
     assert f.response is None
     assert op is not None and op.kind == OpKind.SEARCH and op.route == "chroma.query"
@@ -60,59 +74,59 @@ def test_query_is_search_with_facts(addon: Classify) -> None:
     assert parts is not None and parts.body["where"] == {"ward": "cardio"}
 
 
-def test_collection_names_are_learned_from_backend_answers(addon: Classify) -> None:
+async def test_collection_names_are_learned_from_backend_answers(addon: Classify) -> None:
     create = make_flow("POST", f"{TD}/collections", {"name": "patients_notes", "get_or_create": False})
-    addon.request(create)
+    await addon.request(create)
     assert context(create).operation.collection == "patients_notes"  # type: ignore[union-attr]
     answer(create, 200, {"id": UUID, "name": "patients_notes", "metadata": None})
     addon.response(create)
 
     listing = make_flow("GET", f"{TD}/collections")
-    addon.request(listing)
+    await addon.request(listing)
     answer(listing, 200, [{"id": OTHER, "name": "search_test"}])
     addon.response(listing)
 
     for cid, name in ((UUID, "patients_notes"), (OTHER, "search_test")):
         get = make_flow("POST", f"{TD}/collections/{cid}/get", {"ids": ["p1"]})
-        addon.request(get)
+        await addon.request(get)
         op = context(get).operation
         assert op is not None and (op.collection, op.collection_id, op.kind) == (name, cid, OpKind.GET)
 
 
 @pytest.mark.parametrize("status", [400, 404, 409, 500])
-def test_nothing_is_learned_from_failed_answers(addon: Classify, status: int) -> None:
+async def test_nothing_is_learned_from_failed_answers(addon: Classify, status: int) -> None:
     create = make_flow("POST", f"{TD}/collections", {"name": "patients_x"})
-    addon.request(create)
+    await addon.request(create)
     answer(create, status, {"id": UUID, "name": "patients_x"})
     addon.response(create)
     assert addon.names.name_of(UUID) is None
 
 
-def test_a_caller_cannot_teach_names(addon: Classify) -> None:
+async def test_a_caller_cannot_teach_names(addon: Classify) -> None:
     # The rename is only learned once the backend accepted it (2xx); a refused rename teaches nothing,
     # and a request answered by the gateway itself (a refusal) never reaches the learning step.
     addon.names.learn(UUID, "scratch")
     rename = make_flow("PUT", f"{TD}/collections/{UUID}", {"new_name": "patients_vip"})
-    addon.request(rename)
+    await addon.request(rename)
     answer(rename, 409, {"error": "exists"})
     addon.response(rename)
     assert addon.names.name_of(UUID) == "scratch"
 
     refused = make_flow("PUT", f"{TD}/collections/{UUID}", {"new_name": "patients_vip"})
-    addon.request(refused)
+    await addon.request(refused)
     answer(refused, 200, {})
     context(refused).answered_by_gateway = True
     addon.response(refused)
     assert addon.names.name_of(UUID) == "scratch"
 
     accepted = make_flow("PUT", f"{TD}/collections/{UUID}", {"new_name": "renamed"})
-    addon.request(accepted)
+    await addon.request(accepted)
     answer(accepted, 200, {})
     addon.response(accepted)
     assert addon.names.name_of(UUID) == "renamed"
 
 
-def test_learning_from_a_real_capture_sequence(addon: Classify) -> None:
+async def test_learning_from_a_real_capture_sequence(addon: Classify) -> None:
     if not FIXTURES.is_dir():
         pytest.skip("Chroma captures not on this machine")
     seen: dict[int, Any] = {}
@@ -123,7 +137,7 @@ def test_learning_from_a_real_capture_sequence(addon: Classify) -> None:
         doc = json.loads((FIXTURES / entry["file"]).read_text())
         req = doc.get("request_body") or {}
         f = make_flow(doc["method"], doc["path"], req.get("json"))
-        addon.request(f)
+        await addon.request(f)
         resp = (doc.get("response_body") or {}).get("json")
         answer(f, doc["status"], resp)
         addon.response(f)
@@ -133,17 +147,17 @@ def test_learning_from_a_real_capture_sequence(addon: Classify) -> None:
     assert seen[43].collection == "search_test" and seen[43].kind == OpKind.SEARCH
 
 
-def test_unknown_route_is_classified_not_refused(addon: Classify) -> None:
+async def test_unknown_route_is_classified_not_refused(addon: Classify) -> None:
     f = make_flow("GET", "/api/v1/collections")
-    addon.request(f)
+    await addon.request(f)
     op = context(f).operation
     assert f.response is None
     assert op is not None and op.kind == OpKind.UNKNOWN and op.route == "unknown"
 
 
-def test_canonical_target_is_what_is_forwarded(addon: Classify) -> None:
+async def test_canonical_target_is_what_is_forwarded(addon: Classify) -> None:
     f = make_flow("GET", "/api//v2/./x/../heartbeat?probe=1")
-    addon.request(f)
+    await addon.request(f)
     assert f.request.path == "/api/v2/heartbeat?probe=1"
     assert context(f).operation.route == "chroma.heartbeat"  # type: ignore[union-attr]
 
@@ -164,11 +178,11 @@ def test_canonical_target_is_what_is_forwarded(addon: Classify) -> None:
          "not valid JSON"),
     ],
 )
-def test_ambiguous_requests_get_400(addon: Classify, method: str, path: str, body: Any,
+async def test_ambiguous_requests_get_400(addon: Classify, method: str, path: str, body: Any,
                                     headers: dict[str, str], detail: str) -> None:
     f = make_flow(method, path, None if isinstance(body, bytes) else body, headers,
                   raw=body if isinstance(body, bytes) else None)
-    addon.request(f)
+    await addon.request(f)
     assert f.response is not None and f.response.status_code == 400
     payload = f.response.json()
     assert payload["error"] == "ambiguous_request" and detail in payload["detail"]
@@ -177,35 +191,35 @@ def test_ambiguous_requests_get_400(addon: Classify, method: str, path: str, bod
     assert context(f).operation is None
 
 
-def test_settled_flows_are_left_alone(addon: Classify) -> None:
+async def test_settled_flows_are_left_alone(addon: Classify) -> None:
     f = make_flow("GET", "/api/v2/heart%00beat")
     f.response = http.Response.make(401, b"{}")
-    addon.request(f)
+    await addon.request(f)
     assert f.response.status_code == 401 and context(f).operation is None
 
 
-def test_streamed_body_is_refused(addon: Classify) -> None:
+async def test_streamed_body_is_refused(addon: Classify) -> None:
     f = make_flow("POST", f"{TD}/collections/{UUID}/get")
     f.request.raw_content = None
-    addon.request(f)
+    await addon.request(f)
     assert f.response is not None and f.response.status_code == 413
 
 
-def test_hook_exception_is_a_refusal(addon: Classify, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_hook_exception_is_a_refusal(addon: Classify, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("patient John Smith")
 
     monkeypatch.setattr(classify_mod, "classify_request", boom)
     f = make_flow("POST", f"{TD}/collections/{UUID}/get", {"ids": ["a"]})
-    addon.request(f)
+    await addon.request(f)
     assert f.response is not None and f.response.status_code == 500
     assert context(f).refusal.stage == Stage.CLASSIFY  # type: ignore[union-attr]
     assert "John Smith" not in f.response.text
 
 
-def test_a_failure_to_learn_never_breaks_the_response(addon: Classify) -> None:
+async def test_a_failure_to_learn_never_breaks_the_response(addon: Classify) -> None:
     create = make_flow("POST", f"{TD}/collections", {"name": "p"})
-    addon.request(create)
+    await addon.request(create)
     create.response = http.Response.make(200, b"not json")
     addon.response(create)
     assert create.response.content == b"not json" and len(addon.names) == 0
@@ -234,3 +248,80 @@ def test_readiness_check_says_what_is_not_loaded() -> None:
 
     assert classify_mod.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
     assert classify_mod.loaded_check("backend profile", lambda: None)() is None
+
+
+async def test_unknown_ids_are_looked_up_from_the_backend_once(addon: Classify) -> None:
+    lookup = FakeLookup({UUID: "patients_notes"})
+    addon.lookup = lookup  # type: ignore[assignment]
+    for _ in range(2):
+        f = make_flow("POST", f"{TD}/collections/{UUID}/get", {"ids": ["p1"]})
+        await addon.request(f)
+        assert context(f).operation.collection == "patients_notes"  # type: ignore[union-attr]
+    assert len(lookup.asked) == 1  # learned after the first answer
+    cid, variables, headers = lookup.asked[0]
+    assert cid == UUID and variables["database"] == "default_database"
+    assert "authorization" not in headers  # never the caller's credential
+    # an id the backend does not know stays unnamed (default deny downstream)
+    f = make_flow("POST", f"{TD}/collections/{OTHER}/get", {"ids": ["p1"]})
+    await addon.request(f)
+    assert context(f).operation.collection is None and context(f).operation.collection_id == OTHER  # type: ignore[union-attr]
+
+
+class _Backend:
+    """A loopback HTTP server answering the by-id lookup, recording what it was sent."""
+
+    def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
+        import http.server
+        import threading
+
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, body = answers.get(self.path, (404, {"error": "NotFound"}))
+                data = orjson.dumps(body)
+                self.send_response(status)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+async def test_name_lookup_against_a_server() -> None:
+    from addons.name_lookup import NameLookup, Upstream
+    from addons.profile_model import CollectionLookup
+
+    spec = CollectionLookup("/t/{tenant}/d/{database}/by-id/{collection_id}", "id", "name")
+    by_id = f"/t/default_tenant/d/my%20db/by-id/{UUID}"
+    backend = _Backend({
+        by_id: (200, {"id": UUID, "name": "patients_notes"}),
+        f"/t/default_tenant/d/my%20db/by-id/{OTHER}": (200, {"id": UUID, "name": "patients_notes"}),
+    })
+    try:
+        lookup, up = NameLookup(timeout_s=5), Upstream("http", "127.0.0.1", backend.port)
+        variables = {"tenant": "default_tenant", "database": "my db"}
+        name = await lookup.name_of(spec, UUID, {**variables, "collection_id": UUID}, up, {"x-chroma-token": "svc"})
+        assert name == "patients_notes"
+        assert backend.seen[0][0] == by_id and backend.seen[0][1]["x-chroma-token"] == "svc"
+        # an answer about another id is not trusted
+        assert await lookup.name_of(spec, OTHER, {**variables, "collection_id": OTHER}, up, {}) is None
+        # a miss is remembered for a while: no second request for the same unknown id
+        missing = {**variables, "collection_id": "0" * 8}
+        assert await lookup.name_of(spec, "0" * 8, missing, up, {}) is None
+        count = len(backend.seen)
+        assert await lookup.name_of(spec, "0" * 8, missing, up, {}) is None
+        assert len(backend.seen) == count
+        # nothing listening: no name, promptly
+        dead = Upstream("http", "127.0.0.1", 9)
+        assert await lookup.name_of(spec, UUID, {**variables, "collection_id": "x"}, dead, {}) is None
+    finally:
+        backend.server.shutdown()
+        backend.server.server_close()

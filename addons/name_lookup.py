@@ -1,0 +1,137 @@
+"""Ask the backend for the name of a collection id the gateway has not learned (profile `resolve`).
+
+Classify learns id -> name pairs from the backend's answers, but that knowledge is per process: with
+several workers, a client's create may go through one and its query through another, and a restart
+forgets everything. Rather than deny such requests, the gateway asks the backend once, with its own
+credential, over the same upstream the flow goes to. Only the backend's answer is trusted, and only
+if it names the very id asked about.
+
+Threats handled: a caller sending many random ids cannot turn the gateway into a request amplifier
+(one lookup per id at a time, a short negative cache, a cap on lookups in flight, a small answer
+size); a lookup that fails or times out yields no name, so the request is denied (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+
+from addons.profile_model import CollectionLookup
+
+log = logging.getLogger("phigate")
+
+TIMEOUT_S = 3.0
+NEGATIVE_TTL_S = 5.0
+MAX_IN_FLIGHT = 32
+MAX_ANSWER_BYTES = 1 << 20
+MAX_MISSES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    verify: bool = True
+    cafile: str | None = None
+
+
+def lookup_path(spec: CollectionLookup, variables: Mapping[str, str]) -> str | None:
+    """The lookup path with the request's path variables (re-encoded); None if one is missing."""
+    path = spec.template
+    for part in spec.template.split("{")[1:]:
+        name = part.split("}", 1)[0].split(":", 1)[0]
+        if name not in variables:
+            return None
+        path = path.replace("{" + part.split("}", 1)[0] + "}", quote(variables[name], safe=""), 1)
+    return path
+
+
+class NameLookup:
+    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._in_flight: dict[str, asyncio.Task[str | None]] = {}
+        self._misses: OrderedDict[str, float] = OrderedDict()
+
+    async def name_of(self, spec: CollectionLookup, collection_id: str, variables: Mapping[str, str],
+                      upstream: Upstream, headers: Mapping[str, str]) -> str | None:
+        path = lookup_path(spec, variables)
+        if path is None:
+            return None
+        # Keyed by the whole path: the same id under another tenant/database is another question.
+        until = self._misses.get(path)
+        if until is not None and until > time.monotonic():
+            return None
+        task = self._in_flight.get(path)
+        if task is None:
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                return None  # a flood of unknown ids: deny rather than queue lookups
+            task = asyncio.ensure_future(self._fetch(spec, collection_id, path, upstream, headers))
+            self._in_flight[path] = task
+            task.add_done_callback(lambda _t: self._in_flight.pop(path, None))
+        name = await asyncio.shield(task)
+        if name is None:
+            self._misses[path] = time.monotonic() + NEGATIVE_TTL_S
+            while len(self._misses) > MAX_MISSES:
+                self._misses.popitem(last=False)
+        return name
+
+    async def _fetch(self, spec: CollectionLookup, collection_id: str, path: str,
+                     upstream: Upstream, headers: Mapping[str, str]) -> str | None:
+        try:
+            status, body = await asyncio.wait_for(self._get(upstream, path, headers), self.timeout_s)
+        except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
+            log.warning("phigate: collection lookup failed (%s)", type(exc).__name__)
+            return None
+        if status != 200:
+            return None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict) or doc.get(spec.id_key) != collection_id:
+            return None
+        name = doc.get(spec.name_key)
+        return name if isinstance(name, str) and name else None
+
+    async def _get(self, upstream: Upstream, path: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        context = None
+        if upstream.scheme == "https":
+            context = ssl.create_default_context(cafile=upstream.cafile)
+            if not upstream.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.open_connection(upstream.host, upstream.port, ssl=context)
+        try:
+            host = upstream.host if ":" not in upstream.host else f"[{upstream.host}]"
+            lines = [f"GET {path} HTTP/1.0", f"Host: {host}:{upstream.port}", "Accept: application/json",
+                     *(f"{k}: {v}" for k, v in headers.items())]
+            # HTTP/1.0: the answer is never chunked and ends when the server closes.
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            await writer.drain()
+            data = await reader.read(MAX_ANSWER_BYTES + 1)
+            while not reader.at_eof() and len(data) <= MAX_ANSWER_BYTES:
+                chunk = await reader.read(MAX_ANSWER_BYTES + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        if len(data) > MAX_ANSWER_BYTES:
+            raise ValueError("answer too large")
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split()
+        if len(status_line) < 2 or not status_line[1].isdigit():
+            raise ValueError("not an HTTP answer")
+        return int(status_line[1]), body
