@@ -12,6 +12,7 @@ written. Everything it starts is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import ssl
@@ -131,35 +132,37 @@ def play(demo: Demo, idp: Idp, milvus: Milvus, gw: Gateway) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point the lead's `tests/support/demo.py` hands `--backend milvus` to (same flags)."""
     ap = argparse.ArgumentParser(prog="run.sh demo --backend milvus", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=["milvus"], default="milvus")
     ap.add_argument("--keep-running", action="store_true", help="leave the servers up until Ctrl-C")
     ap.add_argument("--dir", default=None, help="where to keep the demo's files (default: a new temp folder)")
     args = ap.parse_args(argv)
-    workdir = Path(args.dir or tempfile.mkdtemp(prefix="phigate-demo-milvus-"))
-    if args.dir and workdir.exists():
-        shutil.rmtree(workdir)
+    workdir = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="phigate-demo-milvus-"))
+    if args.dir:
+        shutil.rmtree(workdir, ignore_errors=True)  # a given --dir is the demo's own: start it afresh
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir)
+    return run(Demo(workdir), args.keep_running)
+
+
+def run(demo: Demo, keep_running: bool = False) -> int:
+    """The Milvus demo in `demo.workdir`: start, play, verify the ledger, write the packet, stop."""
     # The gateway injects Milvus's own credential (the local server's root user), never a caller's token.
     demo.keys["backend-credential"].write_text(ROOT_CREDENTIAL)
-    say(f"phigate demo (Milvus): files in {workdir}")
+    say(f"phigate demo (Milvus): files in {demo.workdir}")
     with Idp() as idp, Milvus() as milvus:
         say(f"   Milvus started in {milvus.started_in:.1f}s")
         gw = demo.gateway(idp, milvus.url, "milvus").start(timeout=120)
         try:
             play(demo, idp, milvus, gw)
-            if args.keep_running:
+            if keep_running:
                 say(f"\nServers are up: gateway {gw.url}, console http://127.0.0.1:{demo.admin_port}/. "
                     "Press Ctrl-C to stop them all.")
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
         finally:
             finish(demo, gw.stop)
     say("\nDone. The demo stopped everything it started (gateway, Milvus, OpenID provider); "
-        f"its files stay in {workdir}.")
+        f"its files stay in {demo.workdir}.")
     return 0

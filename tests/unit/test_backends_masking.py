@@ -59,6 +59,8 @@ ROUTES = [
     ("milvus", "milvus.v1.get", "milvus.v1.get"),
     ("milvus", "milvus.v2.search", "milvus.v2.search"),
     ("milvus", "milvus.v2.query.export", "milvus.v2.query"),
+    ("milvus", "milvus.v2.query.no_filter", "milvus.v2.query"),
+    ("milvus", "milvus.v1.query.unfiltered", "milvus.v1.query"),
     ("opensearch", "opensearch.search", "opensearch.search"),
     ("opensearch", "opensearch.search.scroll", "opensearch.search_scroll"),
     ("opensearch", "opensearch.scroll", "opensearch.scroll"),
