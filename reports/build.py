@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from addons.rulefiles import ConfigError, parse_yaml
 from reports import access, activity, controls, governance, integrity, minimum, protection, software_version
 from reports import matrix as matrix_mod
 from reports.figures import figures
@@ -98,16 +99,40 @@ def build(opts: BuildOptions) -> Packet:
     return packet
 
 
+def _version_in_force(col: Collector, period: Period, name: str) -> tuple[Any, ...] | None:
+    """(path, sha256, content) of the version of rule file `name` in force at the end of the period."""
+    _, end = period.sql_bounds()
+    row = col.con.execute(
+        f"""SELECT path, sha256, content FROM rule_versions
+            WHERE (path = ? OR path LIKE ?) AND effective_from < {end}
+            ORDER BY effective_from DESC LIMIT 1""",
+        [name, f"%/{name}"],
+    ).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def _policy_roles(col: Collector, opts: BuildOptions) -> list[str]:
+    """The phigate roles the policy's role map grants (so the matrix has a column for each)."""
+    row = _version_in_force(col, opts.period, "policy.yaml")
+    try:
+        text = str(row[2]) if row is not None else (opts.rules / "policy.yaml").read_text(encoding="utf-8")
+        doc = parse_yaml(Path("policy.yaml"), text)
+    except (OSError, ConfigError):
+        return []
+    roles = doc.get("roles") if isinstance(doc, dict) else None
+    mapping = roles.get("map", {}) if isinstance(roles, dict) else {}
+    out: list[str] = []
+    for granted in mapping.values() if isinstance(mapping, dict) else ():
+        out += [granted] if isinstance(granted, str) else [g for g in granted if isinstance(g, str)]
+    return out
+
+
 def _matrix(col: Collector, opts: BuildOptions) -> Matrix:
     """The matrix of the masking.yaml version in force at the end of the period, as the ledger kept
     it; the rules folder's file only when the ledger has no version of it."""
-    _, end = opts.period.sql_bounds()
-    row = col.con.execute(
-        f"""SELECT path, sha256, content FROM rule_versions
-            WHERE (path = 'masking.yaml' OR path LIKE '%/masking.yaml') AND effective_from < {end}
-            ORDER BY effective_from DESC LIMIT 1"""
-    ).fetchone()
+    row = _version_in_force(col, opts.period, "masking.yaml")
     seen = [r[0] for r in col.rows("SELECT DISTINCT unnest(roles) FROM ev ORDER BY 1")]
+    seen += _policy_roles(col, opts)
     rules_file = opts.rules / "masking.yaml"
     if row is not None:
         source = f"{row[0]}, version {str(row[1])[:12]} in force at the end of the period (from the ledger)"

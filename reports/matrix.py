@@ -57,7 +57,7 @@ class Matrix:
             cells = []
             for role in self.roles:
                 act = self.action(row, role)
-                cls = ACTION_CLASS.get(act.split(":")[0].lower(), "")
+                cls = ACTION_CLASS.get(act.split()[0].lower(), "")
                 cells.append(f'<td class="{cls}">{escape(act)}</td>')
             body.append(f"<tr><th scope=\"row\">{escape(row)}</th>{''.join(cells)}</tr>")
         legend = (
@@ -77,20 +77,24 @@ class Matrix:
 
 
 NO_IDENTITY = "(no identity)"
+OTHER_ROLES = "(any other role)"
+RECORD_KINDS = frozenset({"search", "get", "export"})
+_OTHER = "\x00other"  # a role name no rule can mention
 
 
 def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
     """The matrix of engineer C's compiled MaskingRules (addons.masking_rules.compile_masking).
 
-    Columns: every role the rules name plus every role seen in the period, and a caller without an
-    identity (all rules apply: fail closed). Rows: each field, free-text documents, record ids and
-    raw JSONPaths the rules target. A cell is the first rule in file order that covers the role;
-    a rule limited to some operations or backends says so and the next rule decides the rest."""
+    Columns: every role the rules or the policy's role map name, every role seen in the period, any
+    other role, and a caller without an identity (all rules apply: fail closed). Rows: each field,
+    free-text documents, record ids and raw JSONPaths the rules target. A cell is the first rule in
+    file order that covers the role; a rule limited to some operations or backends says so and the
+    next rule decides the rest."""
     rules = list(compiled.rules)
     roles: set[str] = set(seen_roles)
     for r in rules:
         roles |= set(r.roles or ()) | set(r.roles_except)
-    columns = (*sorted(roles), NO_IDENTITY)
+    columns = (*sorted(roles), OTHER_ROLES, NO_IDENTITY)
     rows: list[str] = []
     for r in rules:
         targets = [*r.fields, *(["(documents)"] if r.documents else []), *(["(ids)"] if r.ids else []),
@@ -99,12 +103,15 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
     cells: dict[tuple[str, str], str] = {}
     for row in rows:
         for role in columns:
-            role_set = None if role == NO_IDENTITY else frozenset({role})
+            role_set = None if role == NO_IDENTITY else frozenset({_OTHER if role == OTHER_ROLES else role})
             parts: list[str] = []
             for r in rules:
                 if not _targets(r, row) or not _covers(r, role_set):
                     continue
-                scope = sorted(r.operations or ()) + sorted(r.backends or ())
+                ops = set(r.operations or ())
+                # Masking acts on the records a response carries, which only record-returning
+                # operations return: a rule over all of them is unrestricted in effect.
+                scope = ([] if ops >= RECORD_KINDS else sorted(ops)) + sorted(r.backends or ())
                 parts.append(r.operator.name + (f" [{', '.join(scope)}]" if scope else ""))
                 if not scope:
                     break

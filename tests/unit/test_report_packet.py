@@ -249,3 +249,17 @@ def test_degenerate_ledgers_give_a_valid_packet(tmp_path: Path, case: str) -> No
         assert "No request was denied in this period." in w.html.read_text()
         assert "No requests in this period" in w.html.read_text()
     manifest.verify_packet(w.folder, require_signature=False)
+
+
+def test_matrix_has_the_policys_roles_any_other_role_and_no_identity(tmp_path: Path) -> None:
+    # The real rules folder: roles come from policy.yaml's role map even when none was seen in the period.
+    path = tmp_path / "l.duckdb"
+    synth.empty(path)
+    w = make_packet(path, tmp_path / "p")
+    rows = read_csv(w.folder / "data" / "masking_matrix.csv")
+    roles = {r["role"] for r in rows}
+    assert {"clinician", "agent", "approver", "(any other role)", "(no identity)"} <= roles
+    cells = {(r["field"], r["role"]): r["receives"] for r in rows}
+    assert cells[("mrn", "clinician")] == "clear"
+    assert cells[("mrn", "agent")].startswith("tokenize")
+    assert cells[("ssn", "(no identity)")] == "redact"
