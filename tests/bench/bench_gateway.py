@@ -1,5 +1,6 @@
 """Throughput and latency of small requests: (a) direct Chroma, (b) bare mitmdump reverse proxy,
-(c) the gateway's chain, in one run, with ratios.
+(c) the core chain (identity + classify + policy + forward, tests/bench/chain_core.py), (d) the full
+chain (addons/chain.py: + approvals, masking, audit), all under stock mitmdump, in one run, with ratios.
 
     .phigate/venv/bin/python -m tests.bench.bench_gateway [--runs 3] [--seconds 5] [--connections 16]
 
@@ -18,12 +19,14 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from addons.devkeys import gateway_options, make_keys
 from tests.support.servers import ROOT, VENV_BIN, Chroma, Gateway, Idp, Process, chroma_steps, free_port, wait_http
 
 COLLECTION = "bench_notes"
@@ -70,7 +73,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--latency-requests", type=int, default=400)
-    ap.add_argument("--client", default="clin-1", help="IdP client whose token the load uses")
+    ap.add_argument("--client", default="admin-1", help="IdP client whose token the load uses")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk (./run.sh setup installs it)")
@@ -91,19 +94,28 @@ def main() -> int:
                                           f"reverse:{chroma.url}@127.0.0.1:{bare_port}", "--set", "flow_detail=0"])
         bare.start()
         wait_http(f"http://127.0.0.1:{bare_port}/api/v2/heartbeat", 30)
-        workdir = Path(ROOT / ".phigate" / "bench")
-        workdir.mkdir(parents=True, exist_ok=True)
-        gw = Gateway(chroma.url, {
+        workdir = Path(tempfile.mkdtemp(prefix="phigate-bench-"))
+        base = {
             "phigate_rules": str(ROOT / "rules"), "phigate_profile": "chroma", "phigate_issuer": idp.issuer,
-            "phigate_audience": "phigate", "phigate_backend_credential_env": "BENCH_CRED",
-            "phigate_allow_plain_http": "true", "phigate_audit_dir": str(workdir / "audit"),
-        }, env={"BENCH_CRED": "bench-backend-credential"}).start()
-        # One warm-up through the gateway: the collection's UUID -> name is learned from a lookup.
-        chroma_steps(gw.url, token, [{"op": "count", "collection": COLLECTION}])
+            "phigate_audience": "phigate", "phigate_allow_plain_http": "true",
+        }
+        keys = make_keys(workdir / "keys")
+        core = Gateway(chroma.url, {**base, "phigate_backend_credential_file": str(keys["backend-credential"])},
+                       script=ROOT / "tests" / "bench" / "chain_core.py", runner="mitmdump").start()
+        full = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit"),
+                                    "phigate_holds_db": str(workdir / "holds.sqlite"), "phigate_admin_port": "0"},
+                       runner="mitmdump").start()
+        for gw in (core, full):
+            # One warm-up each: the collection's UUID -> name is learned from the client's lookup.
+            warm = chroma_steps(gw.url, token, [{"op": "count", "collection": COLLECTION}])
+            if not warm[0]["ok"]:
+                raise RuntimeError(f"warm-up through {gw.url} failed: {warm}")
+        auth = {"Authorization": f"Bearer {token}"}
         targets = {
             "direct": (f"{chroma.url}{path}", {}),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}{path}", {}),
-            "gateway": (f"{gw.url}{path}", {"Authorization": f"Bearer {token}"}),
+            "core chain": (f"{core.url}{path}", auth),
+            "full chain": (f"{full.url}{path}", auth),
         }
         try:
             rps: dict[str, list[float]] = {k: [] for k in targets}
@@ -116,7 +128,8 @@ def main() -> int:
                     p50[name].append(pct(lat, 50))
                     p99[name].append(pct(lat, 99))
         finally:
-            gw.stop()
+            core.stop()
+            full.stop()
             bare.stop()
 
     med = {k: statistics.median(v) for k, v in rps.items()}
@@ -128,11 +141,12 @@ def main() -> int:
     for k in targets:
         runs = ", ".join(f"{x:.0f}" for x in rps[k])
         print(f"{k:<16}{med[k]:>16.0f}{runs:>28}{m50[k]:>10.2f}{m99[k]:>10.2f}")
-    ratio = med["gateway"] / med["bare mitmdump"]
-    added = m50["gateway"] - m50["bare mitmdump"]
-    print(f"gateway / bare mitmdump throughput: {ratio:.2f} (target >= 0.85)")
     print(f"bare mitmdump / direct throughput: {med['bare mitmdump'] / med['direct']:.3f}")
-    print(f"gateway added p50 latency vs bare mitmdump: {added:.2f} ms (target < 2 ms)")
+    for name in ("core chain", "full chain"):
+        print(f"{name} / bare mitmdump throughput: {med[name] / med['bare mitmdump']:.2f}"
+              + (" (target >= 0.85: identity + policy)" if name == "core chain" else ""))
+        print(f"{name} added p50 latency vs bare mitmdump: {m50[name] - m50['bare mitmdump']:.2f} ms"
+              + (" (target < 2 ms)" if name == "core chain" else ""))
     return 0
 
 

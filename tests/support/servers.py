@@ -266,7 +266,7 @@ class Gateway:
     def __init__(self, upstream: str, options: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, port: int | None = None,
                  runner: str = "mitmdump", args: Sequence[str] = (), tls_cert: str | None = None,
-                 tls_ca: str | None = None) -> None:
+                 tls_ca: str | None = None, script: Path | None = None) -> None:
         self.port = port or free_port()
         # TLS (launch runner only): the listener uses `tls_cert`; health checks trust `tls_ca`.
         self.tls_ca = tls_ca
@@ -276,7 +276,7 @@ class Gateway:
         self.workdir = Path(tempfile.mkdtemp(prefix="phigate-gw-"))
         if runner == "mitmdump":
             argv = [str(VENV_BIN / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{self.port}",
-                    "-s", str(ROOT / "addons" / "chain.py"), "--set", f"confdir={self.workdir / 'conf'}",
+                    "-s", str(script or ROOT / "addons" / "chain.py"), "--set", f"confdir={self.workdir / 'conf'}",
                     "--set", "flow_detail=0", *args]
             for k, v in self.options.items():
                 argv += ["--set", f"{k}={v}"]
