@@ -221,10 +221,15 @@ async def test_other_traffic_is_not_blocked_by_pending_holds(approvals: Approval
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
 
 
-async def test_break_glass_passes_a_hold_and_is_flagged(approvals: Approvals) -> None:
+async def test_break_glass_passes_a_hold_and_is_flagged(approvals: Approvals,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
     f = held_flow(subject="er-1", roles=("clinicians", "emergency"))
     f.request.headers["x-break-glass"] = "patient coding in ER bay 3"
-    await asyncio.wait_for(approvals.request(f), 2)
+    with caplog.at_level("INFO", logger="phigate"):
+        await asyncio.wait_for(approvals.request(f), 2)
+    # Reviewers are told (log line + webhook event); the free-text justification is not logged.
+    assert "BREAK-GLASS by er-1" in caplog.text and "approvals: break_glass hold=" in caplog.text
+    assert "ER bay 3" not in caplog.text
     c = context(f)
     assert f.response is None and "x-break-glass" not in f.request.headers
     assert c.break_glass == "patient coding in ER bay 3"
