@@ -15,6 +15,7 @@ from addons.gateway import Gateway, register_readiness
 @pytest.fixture(autouse=True)
 def _clean_readiness() -> Iterator[None]:
     saved = dict(gateway._readiness)
+    gateway._readiness.clear()  # checks registered by addons other tests built are not ours
     yield
     gateway._readiness.clear()
     gateway._readiness.update(saved)
