@@ -3,7 +3,9 @@
     .phigate/venv/bin/python -m tests.bench.bench_report [--events 1000000] [--runs 3]
 
 Each run is the real command (`python -m reports.cli`, a fresh process, imports included) on a
-synthetic ledger with the ledger's schema (tests/support/ledger_synth.py). "html" runs write the
+synthetic ledger with the ledger's schema (tests/support/ledger_synth.py), placed as one sealed
+segment of a ledger folder (nodes/NODE/seg-....duckdb) so the report reads it through the ledger's
+own read path (addons.ledger.read.open_ledger: attached segments behind views). "html" runs write the
 data files and the HTML (--no-pdf); "pdf" runs write the whole packet. Prints the median and the
 spread of wall time and of the child's CPU time (the machine is shared: CPU time is the steadier
 figure), the ratio to the target, and the baseline of one full scan of the events table.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import duckdb
 
+from addons.ledger.layout import seg_name
 from tests.support import ledger_synth as synth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +55,13 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-        ledger = Path(tmp) / "ledger.duckdb"
+        ledger = Path(tmp) / "audit"
+        segment = ledger / "nodes" / "synth" / seg_name(1, args.events)
+        segment.parent.mkdir(parents=True)
         t0 = time.perf_counter()
-        synth.generate(ledger, args.events, dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1))
+        synth.generate(segment, args.events, dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1))
         gen = time.perf_counter() - t0
-        con = duckdb.connect(str(ledger), read_only=True)
+        con = duckdb.connect(str(segment), read_only=True)
         t0 = time.perf_counter()
         con.execute("SELECT decision, count(*), sum(bytes_out) FROM events GROUP BY ALL").fetchall()
         scan = time.perf_counter() - t0
