@@ -379,3 +379,35 @@ def test_fifty_holds_do_not_slow_ordinary_queries(env: Env) -> None:
     for t in threads:
         t.join(60)
     assert results == [200] * 50
+
+
+def _audit_in_chain() -> bool:
+    import addons.chain as chain
+
+    return any(type(a).__name__ == "Audit" for a in chain.build())
+
+
+@pytest.mark.skipif(not _audit_in_chain(), reason="the Audit addon is not in addons/chain.py yet")
+def test_approvals_records_reach_the_audit_ledger(gateway_factory: Callable[..., Gateway], chroma: Chroma,
+                                                  idp: Idp, tmp_path: Path) -> None:
+    from addons.ledger.read import open_ledger
+
+    first = Env(gateway_factory, chroma, idp, tmp_path)
+    granted, _ = first.collection("patients")
+    first.approver().grant("clin-1", "export", granted, 5, "registry export window")
+    assert first.export("clin-1", granted).result()[0]["ok"]  # the grant's use: the flow's own record
+    held, _ = first.collection("patients")
+    client = first.export("clin-1", held)
+    hold = pending_for(first.approver(), held)
+    first.gw.proc.kill9()
+    client.kill()
+    second = Env(gateway_factory, chroma, idp, tmp_path, db=first.db)
+    wait_state(second.approver(), hold["hold_id"], "denied")
+    time.sleep(2.5)  # the store hands records to the ledger every second
+    second.gw.stop()
+    rows = open_ledger(tmp_path / "audit").execute(
+        "SELECT kind, outcome, hold_id, requester, approvers, collection FROM approvals ORDER BY seq").fetchall()
+    # Grant made (store -> sink), grant used (the flow's audit event), restart denial (store -> sink).
+    assert ("grant", "granted", None, "clin-1", ["approver-1"], granted) in rows
+    assert [r[:2] for r in rows if r[2] is not None and r[5] == granted] == [("grant", "granted")]
+    assert [r[:4] for r in rows if r[2] == hold["hold_id"]] == [("hold", "denied", hold["hold_id"], "clin-1")]
