@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+import shutil
 import xml.etree.ElementTree as ET
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -126,3 +128,35 @@ def test_buckets(days: int, unit: str, count: int) -> None:
     start = dt.datetime(2026, 1, 1)
     b = choose(Period(start, start + dt.timedelta(days=days)))
     assert (b.unit, len(b.starts)) == (unit, count)
+
+
+def test_sign_records_a_review_only_for_a_packet_that_verifies(ledger: Path, tmp_path: Path) -> None:
+    from addons.ledger.read import open_ledger
+
+    key = tmp_path / "k.pem"
+    assert run("keygen", "--out", str(key))[0] == 0
+    packet = tmp_path / "p"
+    code, _, err = run("--from", "2026-01-01", "--to", "2026-01-31", "--out", str(packet), "--ledger", str(ledger),
+                       "--signing-key", str(key), "--no-pdf", "--no-verify")
+    assert code == 0, err
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    argv = ["sign", "--packet", str(packet / "packet.html"), "--reviewer", "Pat (privacy officer)",
+            "--ledger", str(audit), "--public-key", str(key), "--node-id", "review-test", "--audit-key-file", ""]
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(packet, tampered)
+    (tampered / "data" / "denials.csv").write_text("seq\n")
+    code, _, err = run(*[str(tampered) if a == str(packet / "packet.html") else a for a in argv])
+    assert code == 1 and "does not verify, so no review was recorded" in err
+
+    code, out, err = run(*argv, "--notes", "no findings")
+    assert code == 0, err
+    assert "review recorded: packet " in out and "review-test:1" in out
+    con = open_ledger(audit)
+    try:
+        rows = con.execute("SELECT reviewer, notes, period_from, period_to, packet_sha256 FROM reviews").fetchall()
+    finally:
+        con.close()
+    sha = json.loads((packet / "manifest.json").read_text())["packet_sha256"]
+    assert rows == [("Pat (privacy officer)", "no findings", dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1), sha)]
