@@ -41,17 +41,23 @@ def _env(name: str, default: str = "") -> str:
 
 
 def _ledger_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ledger", default=_env("PHIGATE_AUDIT_DIR"),
+    p.add_argument("--ledger", metavar="DIR", default=_env("PHIGATE_AUDIT_DIR"),
                    help="the audit ledger folder (the gateway's phigate_audit_dir; env PHIGATE_AUDIT_DIR), "
                         "or a DuckDB file holding the same tables")
 
 
 def _packet_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.sh report", description="Write a HIPAA evidence packet for a period.")
-    p.add_argument("--from", dest="date_from", required=True, help="first day (YYYY-MM-DD, UTC) or an ISO time")
-    p.add_argument("--to", dest="date_to", required=True,
+    p = argparse.ArgumentParser(
+        prog="run.sh report", description="Write a HIPAA evidence packet for a period.",
+        epilog="Other commands: sign (record a review), disclosures (accounting for one patient), verify (check a "
+               "packet), keygen (packet-signing key); see ./run.sh report COMMAND --help.",
+    )
+    p.add_argument("--from", dest="date_from", metavar="DATE", required=True,
+                   help="first day (YYYY-MM-DD, UTC) or an ISO time")
+    p.add_argument("--to", dest="date_to", metavar="DATE", required=True,
                    help="last day, inclusive (YYYY-MM-DD), or an ISO time (exclusive)")
-    p.add_argument("--out", required=True, help="folder to write the packet into (created; must be empty)")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="folder to write the packet into (created; must be empty)")
     _ledger_arg(p)
     p.add_argument("--rules", default=_env("PHIGATE_RULES", str(ROOT / "rules")),
                    help="rules folder, for masking.yaml when the ledger holds no version of it (env PHIGATE_RULES)")
