@@ -7,6 +7,7 @@ REST/GraphQL calls) run in .phigate/clients-venv, as tests/support/backend_clien
 
 Checked on every backend, with tokens from the real OpenID provider:
 - search, get and export pass, and the client receives no PHI the masking rules mask;
+- writes pass (Qdrant's batch, OpenSearch's NDJSON _bulk) and reach the backend unchanged;
 - the caller's token never reaches the backend; the backend's own credential does, in its header;
 - a drop, the tricky mixed writes/deletes and an unknown route are refused, and never reach it.
 """
@@ -82,6 +83,10 @@ UNKNOWN = {
     "mem0": ("GET", "/memories", None, "X-API-Key"),  # list every user's memories
 }
 
+# Writes an agent may make (including Qdrant's batch and OpenSearch's NDJSON _bulk without deletes).
+WRITES = {"qdrant": ["write", "set_payload", "batch_write"], "pinecone": ["write", "update"],
+          "opensearch": ["write", "bulk_write"], "weaviate": ["write", "batch_write"], "mem0": ["write", "update"]}
+
 needs_clients = pytest.mark.skipif(not CLIENTS_PYTHON.exists(),
                                    reason="backend clients venv missing: run ./run.sh setup (ensure_clients)")
 
@@ -140,6 +145,13 @@ def test_real_client_through_gateway(backend: str, idp: Idp,
     for req in up.received:
         assert req.headers.get(header) == value, f"{req.method} {req.path}: {header}"
         assert all(agent not in v for v in req.headers.values())
+
+    # Writes pass, and reach the backend as the client sent them.
+    up.clear()
+    writes = drive(backend, gw.url, agent, *WRITES[backend])
+    assert all(r["ok"] for r in writes.values()), writes
+    assert len(up.received) == len(WRITES[backend])
+    assert b"MRN-7700112" in b"".join(r.body for r in up.received)  # request bodies are not masked
 
     # Refused on purpose: nothing of it reaches the backend.
     up.clear()

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from addons.masking_engine import MaskRun, apply_plan
 from addons.masking_paths import compile_path
-from addons.masking_rules import MaskingRules, compile_masking
+from addons.masking_rules import MaskingRules, compile_masking, compile_route_paths
 from addons.profile_model import Route
 from addons.profiles import load_profile
 from addons.rulefiles import parse_yaml
@@ -178,6 +178,22 @@ def test_one_mrn_rule_covers_search_and_export_on_each_backend(backend: str) -> 
         plan = r.plan(AGENT, backend, route)
         mrn_paths = [s.walker for s in plan.steps if s.field == "mrn"]
         assert mrn_paths, f"{route_id}: no path for field mrn"
+
+
+@pytest.mark.parametrize("backend", sorted(SEARCH_AND_EXPORT))
+def test_every_route_compiles_for_masking(backend: str) -> None:
+    """A record path masking cannot walk would turn every answer on that route into a 502."""
+    for route in load_profile(ROOT / "rules", backend).current.routes:
+        paths = compile_route_paths(route)
+        assert paths is not None
+
+
+def test_weaviate_aggregate_top_occurrences_are_scanned(_keyring: KeyRing) -> None:
+    route = route_of("weaviate", "weaviate.graphql.aggregate")
+    doc = {"data": {"Aggregate": {"Note": [{"mrn": {"topOccurrences": [
+        {"value": "Seen today: MRN 4839201, SSN 512-44-9081", "occurs": 1}]}}]}}}
+    body, _, _ = mask("weaviate", route, doc, _keyring)
+    assert "4839201" not in body and "512-44-9081" not in body
 
 
 def test_clinicians_see_names_but_never_ssn(_keyring: KeyRing) -> None:
