@@ -78,7 +78,8 @@ def build(opts: BuildOptions) -> Packet:
             governance.incidents(col),
             governance.reviews(col, opts.period),
         ]
-        for i, s in enumerate(sections, start=1):
+        # Numbered as in ../shared/HIPAA.md "An evidence packet": the cover is 1.
+        for i, s in enumerate(sections, start=2):
             s.number = i
         f = figures(col, opts.period)
         f["verify"] = outcome.summary
