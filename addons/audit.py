@@ -29,7 +29,7 @@ from addons import rulefiles
 from addons.context import FlowContext, Identity, OpKind, Stage, context, is_settled
 from addons.gateway import register_readiness
 from addons.guard import fail_closed
-from addons.ledger import keys, recording, sink
+from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, Settings
 from addons.respond import refuse
@@ -215,7 +215,7 @@ class Audit:
             ctx.master.shutdown()
             return
         audit_dir = Path(opts.phigate_audit_dir)
-        witness = Path(opts.phigate_witness) if opts.phigate_witness else Path(f"{audit_dir.resolve()}-witness/")
+        witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
         signing = self._signing
         if signing is None:
             # Without a configured key the ledger is still hash-chained; checkpoints are signed with a

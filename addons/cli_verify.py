@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    witness = Path(args.witness) if args.witness else None
+    witness = layout.witness_location(args.witness) if args.witness else None
     if args.event:
         return _proof(audit_dir, args.event, pubs, witness)
     started = time.perf_counter()

@@ -89,6 +89,14 @@ def list_nodes(audit_dir: Path) -> list[NodeFiles]:
     return [list_node(d) for d in sorted(root.iterdir()) if d.is_dir() and _NODE_OK.match(d.name)]
 
 
+def witness_location(text: str) -> Path:
+    """The witness option as given: a trailing '/' (or an existing folder) means a folder, created here."""
+    path = Path(text)
+    if text.endswith("/") and not path.is_file():
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def witness_file(witness: Path, node_id: str) -> Path:
     """A witness folder holds one file per node; a witness file holds every node's checkpoints."""
     if witness.is_dir() or str(witness).endswith("/"):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from addons.ledger import canonical, keys
+from addons.ledger import canonical, keys, layout
 from addons.ledger.writer import Ledger, LedgerError
 
 _active: Ledger | None = None
@@ -69,7 +69,8 @@ def record_to(
     signing = keys.load_private(key_file, key_env)
     deadline = time.monotonic() + wait_s
     while True:
-        ledger = Ledger(Path(audit_dir), node, signing_key=signing, witness=Path(witness) if witness else None)
+        where = layout.witness_location(str(witness)) if witness else None
+        ledger = Ledger(Path(audit_dir), node, signing_key=signing, witness=where)
         try:
             ledger.open()
             break

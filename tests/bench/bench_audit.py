@@ -18,19 +18,21 @@ import asyncio
 import http.client
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from addons.ledger import keys, recording
+from addons.ledger import keys, layout, recording
 from addons.ledger.writer import Ledger, Settings
-from tests.support.servers import ROOT, VENV_BIN, Process, RecordingUpstream, free_port, wait_http
+from tests.support.servers import ROOT, VENV_BIN, Process, free_port, wait_http
 
 
 def event_row(i: int) -> dict[str, Any]:
@@ -55,7 +57,8 @@ def event_row(i: int) -> dict[str, Any]:
 async def _sustained(directory: Path, seconds: float, concurrency: int, record: bool) -> tuple[float, float]:
     key = keys.parse_private(os.urandom(32).hex().encode(), "bench")
     rk = recording.RecordingKey("bench", os.urandom(32)) if record else None
-    led = Ledger(directory, "bench", signing_key=key, witness=directory.parent / f"{directory.name}-witness/",
+    led = Ledger(directory, "bench", signing_key=key,
+                 witness=layout.witness_location(f"{directory.parent}/{directory.name}-witness/"),
                  recording_key=rk, settings=Settings())
     led.open()
     led.start()
@@ -102,6 +105,64 @@ def bench_events(runs: int, seconds: float, concurrency: int) -> dict[str, float
 
 # ---------------------------------------------------------------- 2. added latency
 
+class FastUpstream:
+    """A minimal keep-alive HTTP/1.1 JSON server that answers in one write with TCP_NODELAY.
+
+    http.server writes headers and body separately, which with delayed ACKs costs ~40 ms per
+    keep-alive request and would drown the figure being measured.
+    """
+
+    BODY = b'{"ids": [["p1", "p2", "p3"]], "distances": [[0.1, 0.2, 0.3]]}'
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        resp = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(self.BODY)).encode() + b"\r\n\r\n" + self.BODY)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":", 1)[1])
+                    if length:
+                        await reader.readexactly(length)
+                    writer.write(resp)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            self._ready.set()
+            async with server:
+                await server.serve_forever()
+
+        loop.run_until_complete(serve())
+
+    def __enter__(self) -> FastUpstream:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            for task in asyncio.all_tasks(self._loop):
+                self._loop.call_soon_threadsafe(task.cancel)
+
+
 SCRIPT = """import sys
 sys.path.insert(0, {root!r})
 from addons.gateway import Gateway
@@ -135,6 +196,9 @@ def gateway(upstream: str, tmp: Path, audit: bool) -> Iterator[str]:
 def latencies(hostport: str, n: int) -> list[float]:
     host, port = hostport.split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.connect()
+    assert conn.sock is not None
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     body = b'{"query_embeddings": [[0.1, 0.2, 0.3]], "n_results": 3}'
     out = []
     for i in range(n + 50):
@@ -155,7 +219,7 @@ def pct(values: list[float], p: float) -> float:
 
 def bench_latency(runs: int, n: int) -> dict[str, tuple[float, float]]:
     res: dict[str, list[tuple[float, float]]] = {"direct": [], "gateway": [], "gateway+audit": []}
-    with RecordingUpstream() as up:
+    with FastUpstream() as up:
         up_hostport = up.url.removeprefix("http://")
         for _ in range(runs):
             tmp = Path(tempfile.mkdtemp(prefix="phigate-bench-audit-", dir=ROOT / ".phigate"))
@@ -166,7 +230,6 @@ def bench_latency(runs: int, n: int) -> dict[str, tuple[float, float]]:
                     with gateway(up.url, tmp, audit) as hp:
                         lat = latencies(hp, n)
                     res["gateway+audit" if audit else "gateway"].append((pct(lat, 50), pct(lat, 99)))
-                up.requests.clear()
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     med = {k: (statistics.median(p[0] for p in v), statistics.median(p[1] for p in v)) for k, v in res.items()}
@@ -184,7 +247,8 @@ def bench_latency(runs: int, n: int) -> dict[str, tuple[float, float]]:
 
 def build_ledger(directory: Path, n: int, key_file: Path) -> None:
     key = keys.load_private(str(key_file))
-    led = Ledger(directory / "audit", "bench", signing_key=key, witness=directory / "witness/",
+    witness = layout.witness_location(f"{directory}/witness/")
+    led = Ledger(directory / "audit", "bench", signing_key=key, witness=witness,
                  settings=Settings(checkpoint_events=1000, seal_events=50_000))
     led.open()
     t = time.perf_counter()
