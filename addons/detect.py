@@ -11,7 +11,10 @@ section and are compiled with the rest at load.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,9 @@ TYPES = (
     "NAME", "ADDRESS", "ZIP", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "SSN", "MRN", "HEALTH_PLAN",
     "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP",
 )
+
+
+CACHE_ENTRIES = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,15 @@ class Recogniser:
     validate: Callable[[re.Match[str]], bool] | None = None
     # Set on context-typed recognisers: a match's type may change with nearby words (phone vs fax).
     retype: Callable[[str, int], str] | None = None
+    # Lower-case strings one of which every match contains: a text holding none of them is not
+    # scanned with this pattern (a C-speed substring test instead of a Python regex pass).
+    # Empty: always scan. Label patterns get theirs from their label words (see `literal_keys`).
+    keys: tuple[str, ...] = ()
+    # Every match starts at the start of a run of digits (or a '(' / '+' right before one): tried
+    # only there, with `match`, instead of a regex pass over every character.
+    digits: bool = False
+    # A cheap pattern that must be found in the text first (the distinctive part of a costly one).
+    gate: re.Pattern[str] | None = None
 
 
 _MONTH = (
@@ -124,33 +139,42 @@ def _has_digits(m: re.Match[str], n: int = 2) -> bool:
 
 
 BUILTIN: tuple[Recogniser, ...] = (
-    Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99),
+    Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",)),
+    Recogniser(
+        "URL",
+        re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]", re.IGNORECASE),
+        0.95,
+    ),
     Recogniser(
         "URL",
         re.compile(
-            r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]"
-            r"|\b(?:[a-z0-9\-]+\.)+(?:com|org|net|edu|gov|info|biz|io|us|health|care|mil|co)"
+            r"\b(?:[a-z0-9\-]+\.)+(?:com|org|net|edu|gov|info|biz|io|us|health|care|mil|co)"
             r"/[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?]",
             re.IGNORECASE,
         ),
         0.95,
+        keys=tuple(f".{tld}/" for tld in "com org net edu gov info biz io us health care mil co".split()),
     ),
     Recogniser(
         "IP",
         re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"),
         0.95,
+        keys=(".",),
+        digits=True,
         validate=lambda m: checks.ip_ok(m.group(0)),
     ),
     Recogniser(
         "IP",
         re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
         0.95,
+        keys=(":",),
         validate=lambda m: m.group(0).count(":") >= 2 and checks.ip_ok(m.group(0)) and len(m.group(0)) > 6,
     ),
     Recogniser(
         "SSN",
         re.compile(r"(?<![\w-])(?!000|666)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w-])"),
         0.9,
+        digits=True,
     ),
     Recogniser(
         "SSN",
@@ -167,6 +191,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         ),
         0.9,
         retype=_phone_or_fax,
+        digits=True,
     ),
     Recogniser(
         "PHONE",
@@ -187,7 +212,9 @@ BUILTIN: tuple[Recogniser, ...] = (
             r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?(?![\w/-])"
         ),
         0.95,
+        keys=("-",),
         validate=_ok_date,
+        digits=True,
     ),
     Recogniser(
         "DATE",
@@ -197,17 +224,27 @@ BUILTIN: tuple[Recogniser, ...] = (
         ),
         0.9,
         validate=_ok_date,
+        digits=True,
     ),
     Recogniser(
         "DATE",
+        # Month first: "March 5, 2020", "Mar 5", "March 2020".
         re.compile(
-            rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?\b"
-            rf"|\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?(?:\s+(?:19|20)\d{{2}})?\b"
+            rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?|,?\s+(?:19|20)\d{{2}})\b"
+        ),
+        0.85,
+    ),
+    Recogniser(
+        "DATE",
+        # Day first: "5 March 2020", "5th of March", "05-Mar-20"; and month/year "03/2020".
+        re.compile(
+            rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?(?:\s+(?:19|20)\d{{2}})?\b"
             rf"|\b\d{{1,2}}-{_MONTH}-(?:(?:19|20)?\d{{2}})\b"
-            rf"|\b{_MONTH}\.?,?\s+(?:19|20)\d{{2}}\b"
             rf"|\b(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}}\b"
         ),
         0.85,
+        keys=("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "/"),
+        digits=True,
     ),
     Recogniser(
         "DATE",
@@ -219,13 +256,17 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        re.compile(
-            r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b"
-            r"|\b(?:age[ds]?|aged)\s*[:=]?\s*(?P<v2>9\d|1[01]\d)\b",
-            re.IGNORECASE,
-        ),
+        re.compile(r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b", re.IGNORECASE),
         0.95,
-        validate=lambda m: int(m.group("v") or m.group("v2")) >= 90,
+        validate=_age_over_89,
+        keys=("year", "yr", "y/o", "yo"),
+        digits=True,
+    ),
+    Recogniser(
+        "AGE",
+        re.compile(r"\b(?:age[ds]?|aged)\s*[:=]?\s*(?P<v>9\d|1[01]\d)\b", re.IGNORECASE),
+        0.95,
+        validate=_age_over_89,
     ),
     Recogniser(
         "ADDRESS",
@@ -234,11 +275,13 @@ BUILTIN: tuple[Recogniser, ...] = (
             rf"(?:{_CAPW}\s+){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
         ),
         0.9,
+        digits=True,
     ),
     Recogniser(
         "ADDRESS",
         re.compile(rf"\b(?:P\.?\s?O\.?\s*Box|Post Office Box)\s+\d{{1,6}}{_CITY_STATE_ZIP}?", re.IGNORECASE),
         0.9,
+        keys=("box",),
     ),
     Recogniser(
         "ADDRESS",
@@ -247,11 +290,14 @@ BUILTIN: tuple[Recogniser, ...] = (
             r",?\s+(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b"
         ),
         0.9,
+        keys=("apo", "fpo", "dpo"),
     ),
     Recogniser(
         "ADDRESS",
         re.compile(rf"\b(?:{_CAPW}\s+){{0,2}}{_CAPW},\s+{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b"),
         0.92,
+        keys=(",",),
+        gate=re.compile(r",\s+[A-Z]{2}\s+\d{5}"),
     ),
     Recogniser("ZIP", _label(r"zip(?: ?code)?|postal code|zip/postal", r"\d{5}(?:-\d{4})?"), 0.95, "v"),
     Recogniser(
@@ -271,6 +317,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         re.compile(r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d"
                    r"[AC-HJKMNP-RT-Y]{2}\d{2}\b"),
         0.85,
+        digits=True,
     ),
     Recogniser(
         "ACCOUNT",
@@ -288,6 +335,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "v",
         validate=lambda m: 13 <= len(re.sub(r"\D", "", m.group("v"))) <= 19
         and checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
+        digits=True,
     ),
     Recogniser(
         "LICENSE",
@@ -307,7 +355,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
     Recogniser(
         "VEHICLE",
-        _label(r"(?:license |licence |registration )?plate|tag|plates",
+        _label(r"license plate|licence plate|registration plate|plates|plate|tag",
                r"[A-Z0-9]{1,8}(?:[ \-\u2022\u00b7][A-Z0-9]{1,8})?"),
         0.85,
         "v",
@@ -322,7 +370,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "v",
         validate=_has_digits,
     ),
-    Recogniser("DEVICE", re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9]+)*"), 0.9),
+    Recogniser("DEVICE", re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9]+)*"), 0.9, keys=("(01)",)),
 )
 
 
@@ -362,19 +410,60 @@ class Detector:
         cfg = config or DetectConfig()
         recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone), *cfg.extra]
         self.recognisers = tuple(r for r in recs if r.type not in cfg.disabled)
+        # A vector store returns the same records again and again; detection is the costly part of
+        # masking, so its result is kept per text. Keyed by a keyed hash, not the text: the cache
+        # must not become a second copy of the notes in the gateway's memory.
+        self._cache: OrderedDict[bytes, tuple[Span, ...]] = OrderedDict()
+        self._cache_key = os.urandom(32)
         self.names = cfg.names and "NAME" not in cfg.disabled
-        # Only texts holding a digit, '@' or '/' can hold most pattern types: skip those scans else.
-        self._digitless = tuple(
-            r for r in self.recognisers if r.type in ("ADDRESS",) or r in cfg.extra
-        )
+        # (recogniser, keys, anchored): an anchored recogniser is a label pattern whose every match
+        # starts at one of its keys, so it is tried only where a key occurs (str.find), not scanned.
+        gated = [
+            (r, r.keys or literal_keys(r.pattern), not r.keys and bool(literal_keys(r.pattern)))
+            for r in self.recognisers
+        ]
+        self._all = tuple(gated)
+        # Only texts holding a digit, '@' or 'www.' can hold most pattern types: skip those scans else.
+        self._digitless = tuple(g for g in gated if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
 
     def find(self, text: str) -> list[Span]:
+        """Spans of identifiers in `text`, remembered per text (see `_cache`)."""
+        if len(text) < 24:
+            return self._find(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16, key=self._cache_key).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return list(hit)
+        spans = self._find(text)
+        self._cache[key] = tuple(spans)
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return spans
+
+    def _find(self, text: str) -> list[Span]:
         candidates: list[Span] = []
         has_digit = any(ch.isdigit() for ch in text) if len(text) < 64 else _DIGIT.search(text) is not None
-        recs = self.recognisers if (has_digit or "@" in text or "www." in text) else self._digitless
-        for rec in recs:
-            for m in rec.pattern.finditer(text):
-                if rec.validate is not None and not rec.validate(m):
+        recs = self._all if (has_digit or "@" in text or "www." in text) else self._digitless
+        low = text.lower()
+        aligned = len(low) == len(text)  # lower() can lengthen some letters; then positions differ
+        runs: list[int] | None = None
+        for rec, keys, anchored in recs:
+            if keys and not any(k in low for k in keys):
+                continue
+            if rec.gate is not None and rec.gate.search(text) is None:
+                continue
+            matches: Iterable[re.Match[str] | None]
+            if anchored and aligned:
+                matches = (rec.pattern.match(text, i) for i in _positions(low, keys))
+            elif rec.digits:
+                if runs is None:
+                    runs = [m.start() for m in _RUNS.finditer(text)]
+                matches = (rec.pattern.match(text, i) for i in runs)
+            else:
+                matches = rec.pattern.finditer(text)
+            for m in matches:
+                if m is None or (rec.validate is not None and not rec.validate(m)):
                     continue
                 s, e = m.span(rec.group)
                 if s < 0 or e <= s:
@@ -401,6 +490,98 @@ class Detector:
 
 
 _DIGIT = re.compile(r"\d")
+
+
+def _top_level_bar(p: str, i: int) -> bool:
+    depth, in_class = 0, False
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+_RUNS = re.compile(r"[(+]?\d+")
+
+
+def _positions(low: str, keys: tuple[str, ...]) -> list[int]:
+    found: set[int] = set()
+    for k in keys:
+        i = low.find(k)
+        while i >= 0:
+            found.add(i)
+            i = low.find(k, i + 1)
+    return sorted(found)
+_META = set("()[]{}|.+*?^$")
+
+
+def literal_keys(pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """For a label pattern `\\b(?:alt1|alt2|...)...`, the literal start of each alternative,
+    lower-cased: every match contains one of them. () when that cannot be said safely."""
+    p = pattern.pattern
+    if not p.startswith("\\b(?:"):
+        return ()
+    alts: list[str] = []
+    depth, i, cur = 1, 5, 5
+    in_class = False
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                alts.append(p[cur:i])
+                if _top_level_bar(p, i + 1):
+                    return ()  # another alternative of the whole pattern may start elsewhere
+                break
+        elif c == "|" and depth == 1:
+            alts.append(p[cur:i])
+            cur = i + 1
+        i += 1
+    else:
+        return ()
+    keys = []
+    for alt in alts:
+        key = ""
+        j = 0
+        while j < len(alt):
+            c = alt[j]
+            nxt = alt[j + 1] if j + 1 < len(alt) else ""
+            if c == "\\" and nxt in "./#-":
+                c, step = nxt, 2
+            elif c in _META or c == "\\":
+                break
+            else:
+                step = 1
+            after = alt[j + step] if j + step < len(alt) else ""
+            if after in ("?", "*", "{"):
+                break  # an optional character is no part of a guaranteed prefix
+            key += c
+            j += step
+        if not key:
+            return ()
+        keys.append(key.lower())
+    return tuple(keys)
 
 
 def _join_same_type(candidates: Iterable[Span]) -> list[Span]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Iterator
 
 # Capitalised name words: letters (any script), inner apostrophes and hyphens (O'Brien, Smith-Jones).
 _UPPER = "[A-ZÀ-ÖØ-Þ\u0100-\u024f\u1e00-\u1eff]"
@@ -29,28 +28,64 @@ NAME_SEQ = re.compile(
 TITLES = frozenset(
     "mr mrs ms miss mx dr prof sr sra srta mister madam".split()
 )
-CUE_BEFORE = re.compile(
-    r"(?:\b(?:mr|mrs|ms|miss|mx|dr|prof|sr|sra|srta)\.?"
-    r"|\bpatient(?:'s)?(?:\s+name)?|\bpt\.?|\bname|\bfull name|\bnok|\bnext of kin"
-    r"|\b(?:son|daughter|wife|husband|mother|father|spouse|partner|brother|sister|sibling|guardian"
-    r"|caregiver|grandmother|grandfather|aunt|uncle|niece|nephew|friend|neighbor|neighbour"
-    r"|employer|landlord|roommate|fianc[ée]e?)(?:,|\s+named)?"
-    r"|\b(?:seen|examined|evaluated|referred|accompanied|signed|dictated|transcribed|reviewed|attended"
-    r"|discussed|called|contacted|visited|authored|co-signed|cosigned|verified|entered)\s+by"
-    # Conversation verbs name the other party: "spoke with", "discussed the plan with".
-    r"|\b(?:spoke|spoken|speaking|discussed|reviewed|met|talked|consulted|conferred|counsel+ed|explained"
-    r"|called|updated|informed)(?:\s+(?:the\s+)?\w+){0,2}\s+(?:with|to)"
-    r"|\b(?:dear|attn|cc|contact|emergency contact|attending|resident|physician|provider|pcp|nurse|rn"
-    r"|np|pa|md|surgeon|therapist|pharmacist|caseworker|case manager|social worker|author|signed"
-    r"|electronically signed|witness|interpreter|informant|per)"
-    r")\s*[:,\-]?\s*$",
-    re.IGNORECASE,
+# Cue words just before a name. Looked up by word (sets), not by a regex searched backwards over
+# the preceding text: that search cost more than everything else in detection together.
+TITLE_CUES = frozenset("mr mrs ms miss mx dr prof sr sra srta pt".split())
+WORD_CUES = frozenset(
+    """
+    patient patient's name nok son daughter wife husband mother father spouse partner brother sister
+    sibling guardian caregiver grandmother grandfather aunt uncle niece nephew friend neighbor neighbour
+    employer landlord roommate fiance fiancee fiancé fiancée named dear attn cc contact attending
+    resident physician provider pcp nurse rn np pa md surgeon therapist pharmacist caseworker author
+    signed witness interpreter informant per
+    """.split()
+) | TITLE_CUES
+PAIR_CUES = frozenset(
+    {"full name", "next of", "of kin", "case manager", "social worker", "electronically signed",
+     "emergency contact", "patient name"}
 )
+BY_VERBS = frozenset(
+    """
+    seen examined evaluated referred accompanied signed dictated transcribed reviewed attended discussed
+    called contacted visited authored co-signed cosigned verified entered
+    """.split()
+)
+TALK_VERBS = frozenset(
+    "spoke spoken speaking discussed reviewed met talked consulted conferred counseled counselled "
+    "explained called updated informed".split()
+)
+
+
+def cue_before(text: str, start: int) -> bool:
+    """A cue word right before `start`, with at most ':', ',' or '-' between them."""
+    prev = text[max(0, start - 48) : start]
+    core = prev.rstrip(" \t\r\n:,-")
+    if len(prev) - len(core) > 6:
+        return False
+    words = core.lower().split()[-4:]
+    if not words:
+        return False
+    last = words[-1]
+    if last.endswith("."):
+        # "Dr." and "Pt." cue; "patient." ends a sentence and does not.
+        return last[:-1] in TITLE_CUES
+    if last in WORD_CUES:
+        return True
+    if len(words) >= 2:
+        if f"{words[-2]} {last}" in PAIR_CUES:
+            return True
+        if last == "by" and words[-2] in BY_VERBS:
+            return True
+        if last in ("with", "to") and any(w in TALK_VERBS for w in words[:-1]):
+            return True
+    return False
+
+
 # A credential after the words marks a clinician's name: "Sarah Lee, MD".
-CUE_AFTER = re.compile(r"^\s*,?\s*(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|DDS|PharmD|LCSW|MSW|FNP|CNM)\b")
+CUE_AFTER = re.compile(r"\s*,?\s*(?:MD|M\.D\.|DO|RN|NP|PA-C|PA|PhD|DDS|PharmD|LCSW|MSW|FNP|CNM)\b")
 # What patients do in notes: "<Name> tolerated the procedure", "<Name> agrees with the plan".
 VERB_AFTER = re.compile(
-    r"^\s+(?:tolerated|tolerates|agrees|agreed|presented|presents|returned|returns|reports|reported|states"
+    r"\s+(?:tolerated|tolerates|agrees|agreed|presented|presents|returned|returns|reports|reported|states"
     r"|stated|denies|denied|complains|complained|was seen|was admitted|was discharged|is a \d|underwent"
     r"|verbalized|verbalizes|consented|declined|refused|endorses|endorsed|arrived|feels|felt|was counseled)\b"
 )
@@ -130,59 +165,72 @@ def _is_name_word(w: str) -> bool:
     return bool(base) and base not in STOP
 
 
-def find_names(text: str) -> Iterator[tuple[int, int, float]]:
-    """Yield (start, end, score) for person names."""
+Word = tuple[int, int, str]  # (start, end, text)
+_GIVEN = re.compile(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?(?![\w-])")
+
+
+def find_names(text: str) -> list[tuple[int, int, float]]:
+    """(start, end, score) of person names in `text`."""
+    out: list[tuple[int, int, float]] = []
     for m in NAME_SEQ.finditer(text):
+        seq = m.group(0)
+        base = m.start()
+        if " " not in seq and "\n" not in seq and "\t" not in seq:
+            if _is_name_word(seq):  # the common case: one capitalised word
+                _judge(text, [(base, base + len(seq), seq)], out)
+            continue
         # Split the capitalised run at stop words ("bed A. Patient Jane Doe" -> "A.", "Jane Doe"):
         # titles and cue words are evidence, never part of the name.
-        run: list[re.Match[str]] = []
-        for part in re.finditer(r"\S+", m.group(0)):
-            word = part.group(0)
+        run: list[Word] = []
+        pos = 0
+        for word in seq.split():
+            i = seq.find(word, pos)
+            pos = i + len(word)
             if _is_name_word(word) or (run and word in _PARTICLES):
-                run.append(part)
+                run.append((base + i, base + pos, word))
             else:
-                yield from _judge(text, m.start(), run)
+                _judge(text, run, out)
                 run = []
-        yield from _judge(text, m.start(), run)
+        _judge(text, run, out)
+    return out
 
 
-def _judge(text: str, offset: int, parts: list[re.Match[str]]) -> Iterator[tuple[int, int, float]]:
-    while parts and parts[-1].group(0) in _PARTICLES:
+def _judge(text: str, parts: list[Word], out: list[tuple[int, int, float]]) -> None:
+    while parts and parts[-1][2] in _PARTICLES:
         parts = parts[:-1]
     if not parts:
         return
     first, last = lexicon()
-    s = offset + parts[0].start()
-    e = offset + parts[-1].end()
-    words = [p.group(0) for p in parts]
+    s, e = parts[0][0], parts[-1][1]
+    words = [p[2] for p in parts]
     lowered = [w.rstrip(".").lower() for w in words]
     full_words = [w for w in lowered if len(w) > 1]
     if not full_words:
         return  # initials alone
-    cue = bool(CUE_BEFORE.search(text[max(0, s - 40) : s]))
-    cue_after = bool(CUE_AFTER.match(text[e : e + 12]))
-    if not cue_after and VERB_AFTER.match(text[e : e + 24]):
+    cue = cue_before(text, s)
+    cue_after = bool(CUE_AFTER.match(text, e, e + 12))
+    if not cue_after and VERB_AFTER.match(text, e, e + 24):
         # One capitalised word before a verb is often a sentence's subject ("Metformin was..."), so
         # a verb cue needs two name words, or one the lexicon knows.
         cue_after = len(full_words) >= 2 or known(full_words[0], first) or known(full_words[0], last)
     # "Smith, John" / "Ó Caoláin, Kilian": surname, comma, a capitalised given name.
-    given = re.match(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?(?![\w-])", text[e : e + 40])
+    given = _GIVEN.match(text, e, e + 40) if text.startswith(",", e) else None
     given_ok = given is not None and _is_name_word(given.group(1)) and len(given.group(1)) > 1
     if cue or cue_after:
         # After a cue, capitalised words are a name ("Mr. Okafor", "Pt. Jane Doe", "Sarah Lee, MD").
-        yield s, (e + given.end()) if given is not None and given_ok else e, 0.9
+        out.append((s, given.end() if given is not None and given_ok else e, 0.9))
         return
     if len(full_words) >= 2 and known(full_words[0], first) and (
         known(full_words[-1], last) or known(full_words[-1], first)
     ):
-        yield s, e, 0.8
+        out.append((s, e, 0.8))
         return
     if given is not None and given_ok and known(full_words[-1], last) and known(given.group(1).lower(), first):
-        yield s, e + given.end(), 0.8
+        out.append((s, given.end(), 0.8))
         return
     # An initial then a known surname ("J. Smith").
     if len(words) >= 2 and len(lowered[0]) == 1 and known(full_words[-1], last):
-        yield s, e, 0.7
+        out.append((s, e, 0.7))
 
 
 _PARTICLES = frozenset(

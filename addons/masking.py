@@ -27,11 +27,10 @@ from addons.gateway import register_readiness
 from addons.guard import fail_closed
 from addons.masking_engine import (
     MaskRun,
-    apply_plan,
     detokenize,
-    disclosure,
     dump_body,
     mask_error_body,
+    mask_records,
     parse_body,
     request_summary,
     scan_text,
@@ -48,6 +47,22 @@ log = logging.getLogger("phigate")
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
 NO_BODY_STATUS = frozenset({204, 304})
+
+
+_REPLACED_HEADERS = frozenset(
+    {b"content-encoding", b"content-length", b"transfer-encoding", b"etag", b"last-modified", b"content-md5",
+     b"digest", b"cache-control"}
+)
+
+
+def _header_map(headers: http.Headers) -> dict[bytes, bytes]:
+    """Lower-cased header names to values, repeated fields joined: one pass instead of one
+    multidict lookup per question."""
+    out: dict[bytes, bytes] = {}
+    for k, v in headers.fields:
+        k = k.lower()
+        out[k] = out[k] + b", " + v if k in out else v
+    return out
 
 
 def _is_json(content_type: str) -> bool:
@@ -253,7 +268,8 @@ class Masking:
             return
         if flow.request.method == "HEAD" or resp.status_code in NO_BODY_STATUS:
             return  # no body: nothing to mask (headers carry no records)
-        if resp.status_code == 206 or "content-range" in resp.headers:
+        hdrs = _header_map(resp.headers)
+        if resp.status_code == 206 or b"content-range" in hdrs:
             self._unmaskable(flow, "partial_content", "a partial (Range) response cannot be masked")
             return
         raw = resp.raw_content
@@ -262,7 +278,7 @@ class Masking:
             return
         if not raw:
             return
-        encoding = resp.headers.get("content-encoding", "").strip().lower()
+        encoding = hdrs.get(b"content-encoding", b"").decode("latin-1").strip().lower()
         if "," in encoding:
             self._unmaskable(flow, "unsupported_encoding", "stacked content encodings are not decoded by the gateway")
             return
@@ -274,14 +290,14 @@ class Masking:
             self._unmaskable(flow, "body_too_large", f"the response is larger than {limit} bytes")
             return
         try:
-            body = resp.get_content(strict=True) or b""
+            body = raw if encoding in ("", "identity") else (resp.get_content(strict=True) or b"")
         except ValueError:
             self._unmaskable(flow, "undecodable_body", "the response's content encoding could not be decoded")
             return
         if len(body) > limit:
             self._unmaskable(flow, "body_too_large", f"the decoded response is larger than {limit} bytes")
             return
-        content_type = resp.headers.get("content-type", "")
+        content_type = hdrs.get(b"content-type", b"").decode("latin-1")
         mime = content_type.split(";", 1)[0].strip().lower()
         if mime == "text/event-stream":
             self._unmaskable(flow, "event_stream", "event streams are not masked; this route answers JSON")
@@ -308,11 +324,9 @@ class Masking:
                 self._set_body(resp, orjson.dumps(doc))
             self._finish(summary, run, applied=bool(plan.rule_ids))
             return
-        # Disclosure facts are read before masking: they describe what the records were.
-        masked_fields = {s.field for s in plan.steps if s.field is not None}
-        disclosure(doc, plan, masked_fields, self.keyring, summary)
+        # Disclosure facts are read in the same walk, before each record is masked.
+        mask_records(doc, plan, run, self.keyring, summary)
         if plan.masks:
-            apply_plan(doc, plan, run)
             self._set_body(resp, dump_body(doc, saved))
         self._finish(summary, run, applied=plan.masks)
 
@@ -326,17 +340,14 @@ class Masking:
 
     @staticmethod
     def _set_body(resp: http.Response, body: bytes) -> None:
-        # Sent uncompressed: re-compressing costs more than it saves on loopback-adjacent gateways,
-        # and identity is always acceptable to a client that offered gzip.
-        if "content-encoding" in resp.headers:
-            del resp.headers["content-encoding"]
-        resp.content = body
-        # Threat: a shared HTTP cache serving one role's view to another; and a stale validator
-        # that names the upstream's unmasked representation.
-        for name in ("etag", "last-modified", "content-md5", "digest"):
-            if name in resp.headers:
-                del resp.headers[name]
-        resp.headers["cache-control"] = "no-store"
+        # Sent uncompressed: re-compressing costs more than it saves next to the backend, and
+        # identity is always acceptable to a client that offered gzip. Validators and digests are
+        # dropped. Threat: a shared HTTP cache serving one role's view to another, or a stale
+        # validator naming the upstream's unmasked representation.
+        fields = [(k, v) for k, v in resp.headers.fields if k.lower() not in _REPLACED_HEADERS]
+        fields += [(b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
+        resp.headers.fields = tuple(fields)
+        resp.raw_content = body
 
     @staticmethod
     def _unmaskable(flow: http.HTTPFlow, error: str, detail: str) -> None:

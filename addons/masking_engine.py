@@ -112,24 +112,66 @@ def dump_body(doc: Any, saved: Mapping[str, bytes]) -> bytes:
 
 def apply_plan(doc: Any, plan: Plan, run: MaskRun) -> set[str]:
     """Mask `doc` in place; returns the metadata fields that were masked."""
+    return mask_records(doc, plan, run, None, None)
+
+
+def _apply_op(container: Any, key: Any, op: Any, label: str, run: MaskRun) -> None:
+    new = op.apply(container[key], label, run)
+    if new is DROP:
+        if type(container) is dict:
+            del container[key]
+        else:
+            container[key] = None  # removing a list element would shift its neighbours
+    else:
+        container[key] = new
+
+
+def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
+                 summary: MaskingSummary | None) -> set[str]:
+    """Mask `doc` in place with `plan`; with a summary, also record what was disclosed: the fields
+    present and left clear, and keyed references of the data subjects (read before masking)."""
     masked: set[str] = set()
-    for step in plan.steps:
-        op = step.operator
+    fields = plan.fields
+    present: set[str] = set()
+    refs: set[str] = set()
+    by_rule = run.by_rule
+    for walker in plan.paths.metadata:
+        for record in walker.nodes(doc):
+            if type(record) is not dict:
+                continue
+            if summary is not None:
+                present.update(record)
+                if keyring is not None:
+                    for f in plan.subjects:
+                        v = record.get(f)
+                        if v is not None and v != "":
+                            refs.add(keyring.subject_ref(v))
+            if not fields:
+                continue
+            for key in [k for k in record if k in fields]:
+                fop = fields[key]
+                _apply_op(record, key, fop.operator, fop.label, run)
+                by_rule[fop.rule_id] += 1
+                masked.add(key)
+    docs_clear = False
+    if summary is not None:
+        doc_masked = any(s.label == "DOCUMENT" for s in plan.other_steps)
+        docs_clear = not doc_masked and any(
+            v is not None for w in plan.paths.documents for v in w.nodes(doc)
+        )
+    for step in plan.other_steps:
         n = 0
         for container, key in list(step.walker.locations(doc)):
-            new = op.apply(container[key], step.label, run)
-            if new is DROP:
-                if type(container) is dict:
-                    del container[key]
-                else:
-                    container[key] = None  # removing a list element would shift its neighbours
-            else:
-                container[key] = new
+            _apply_op(container, key, step.operator, step.label, run)
             n += 1
         if n:
-            run.by_rule[step.rule_id] += n
-            if step.field is not None:
-                masked.add(step.field)
+            by_rule[step.rule_id] += n
+    if summary is not None:
+        disclosed = sorted(present - set(fields))
+        if docs_clear:
+            disclosed.append("#document")
+        summary.fields_disclosed = disclosed
+        summary.subject_refs = sorted(refs)
     return masked
 
 

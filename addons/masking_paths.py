@@ -101,7 +101,9 @@ class Walker:
         return Walker(f"{self.text}.{name}", None, jp.Child(self._expr, jp.Fields(name)))
 
     def nodes(self, doc: Any) -> list[Any]:
-        """The values at the path (for reading: subject references, fields present)."""
+        """The values at the path (for reading, and for record objects to mask in place)."""
+        if self.steps == ():
+            return [doc]  # `$`: the body itself is the record (a get of one document)
         return [c[k] for c, k in self.locations(doc)]
 
     def locations(self, doc: Any) -> Iterator[Location]:

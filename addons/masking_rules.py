@@ -93,11 +93,24 @@ class RoutePaths:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldOp:
+    operator: Operator
+    rule_id: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
+    # Every action, one step per (target, location path): what the plan does, for reading and tests.
     steps: tuple[Step, ...]
     rule_ids: tuple[str, ...]
     paths: RoutePaths
     subject_walkers: tuple[Walker, ...]
+    # The same, as executed: field rules keyed by field, applied in one walk over the records (a
+    # walk per field would visit every record twenty times); then the other steps.
+    fields: Mapping[str, FieldOp] = field(default_factory=dict)
+    other_steps: tuple[Step, ...] = ()
+    subjects: tuple[str, ...] = ()
 
     @property
     def masks(self) -> bool:
@@ -142,6 +155,7 @@ class MaskingRules:
     def _compile_plan(self, rules: tuple[Rule, ...], route: Route) -> Plan:
         paths = self.route_paths(route)
         steps: list[Step] = []
+        fields: dict[str, FieldOp] = {}
         claimed: set[str] = set()  # first rule wins a field
         docs_claimed = ids_claimed = False
         for rule in rules:
@@ -149,6 +163,7 @@ class MaskingRules:
                 if f in claimed:
                     continue
                 claimed.add(f)
+                fields[f] = FieldOp(rule.operator, rule.id, f.upper())
                 steps.extend(Step(w.child(f), rule.operator, rule.id, f.upper(), f) for w in paths.metadata)
             if rule.documents and not docs_claimed:
                 docs_claimed = True
@@ -159,7 +174,9 @@ class MaskingRules:
         for rule in rules:
             steps.extend(Step(w, rule.operator, rule.id, "VALUE", None) for w in rule.paths)
         subject_walkers = tuple(w.child(f) for f in self.subjects for w in paths.metadata)
-        return Plan(tuple(steps), tuple(r.id for r in rules), paths, subject_walkers)
+        other = tuple(s for s in steps if s.field is None)
+        return Plan(tuple(steps), tuple(r.id for r in rules), paths, subject_walkers, fields, other,
+                    self.subjects)
 
 
 def compile_route_paths(route: Route) -> RoutePaths:

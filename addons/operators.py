@@ -8,12 +8,17 @@ identifier type of the target (MRN, PATIENT_NAME, DOCUMENT) used in placeholders
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from addons.detect import Detector, Span
 from addons.tokens import TYPE_RE, KeyRing
+
+MEMO_ENTRIES = 20_000
 
 
 class _Drop:
@@ -206,6 +211,10 @@ class Detect(Operator):
         self.replace = replace
         self.types = frozenset(t.upper() for t in types) if types else None
         self.needs_key = replace == "token"  # type: ignore[misc]
+        # Masked text per input text: a vector store returns the same notes again and again. Keyed
+        # by a keyed hash (no note text kept); values are what callers receive anyway.
+        self._memo: OrderedDict[bytes, tuple[str, tuple[str, ...]]] = OrderedDict()
+        self._memo_key = os.urandom(32)
 
     def apply(self, value: Any, label: str, run: Run) -> Any:
         if not isinstance(value, str) or not value:
@@ -213,16 +222,30 @@ class Detect(Operator):
         ring = run.keyring
         if self.replace == "token" and ring is None:
             raise RuntimeError("detect with tokens without a key")
+        key = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16, key=self._memo_key,
+                              person=(ring.active if ring else "").encode()[:16]).digest()
+        hit = self._memo.get(key)
+        if hit is not None:
+            self._memo.move_to_end(key)
+            for t in hit[1]:
+                run.count_type(t)
+            return hit[0]
+        found_types: list[str] = []
 
         def repl(span: Span, found: str) -> str:
             if self.types is not None and span.type not in self.types:
                 return found
-            run.count_type(span.type)
+            found_types.append(span.type)
             if self.replace == "token" and ring is not None:
                 return ring.tokenize(found, token_type(span.type))
             return f"[{span.type}]"
 
         text, _ = run.detector.replace(value, repl)
+        for t in found_types:
+            run.count_type(t)
+        self._memo[key] = (text, tuple(found_types))
+        if len(self._memo) > MEMO_ENTRIES:
+            self._memo.popitem(last=False)
         return text
 
 

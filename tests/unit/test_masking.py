@@ -268,7 +268,7 @@ def test_an_exception_while_masking_is_502_never_the_original(masking: tuple[Mas
     def boom(*args: Any) -> Any:
         raise RuntimeError("masker failed 3456789")
 
-    monkeypatch.setattr("addons.masking.apply_plan", boom)
+    monkeypatch.setattr("addons.masking.mask_records", boom)
     f = respond(m, make_flow(10, AGENT))
     assert f.response is not None and f.response.status_code == 502
     assert b"3456789" not in (f.response.content or b"") and b"Alice" not in (f.response.content or b"")
