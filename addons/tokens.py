@@ -2,10 +2,11 @@
 
 A token is `tok_<type>_<key id>_<hex of AES-SIV(value)>` (lower-case hex: case-proof in filters and
 text search, and encoded in C; base32 from the standard library cost more than the encryption).
-AES-SIV is deterministic: the same value always gives the same token (for every caller and every response), so an agent can join and filter on
-tokens; and it is reversible by the gateway alone, so a token used in a request's ids or where filter
-is turned back into the real value before forwarding. An unkeyed hash would be neither: it falls to
-enumeration (an MRN space of 10^7 is hashed in seconds) and cannot be reversed for filtering.
+AES-SIV is deterministic: the same value always gives the same token (for every caller and every
+response), so an agent can join and filter on tokens; and it is reversible by the gateway alone, so
+a token used in a request's ids or where filter is turned back into the real value before
+forwarding. An unkeyed hash would be neither: it falls to enumeration (an MRN space of 10^7 is
+hashed in seconds) and cannot be reversed for filtering.
 
 The token type is bound into the ciphertext as associated data: a `tok_mrn_...` token cannot be
 relabelled `tok_name_...` and still decrypt. The value is encrypted as its JSON text, so an integer
