@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
 import os
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from addons.ledger import keys
 from addons.ledger.read import open_ledger
-from reports import cli
 from tests.support.servers import ROOT, Gateway, Idp, RecordingUpstream, http_call
+from tests.unit.test_report_cli import run
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +36,6 @@ def upstream() -> Iterator[RecordingUpstream]:
     with RecordingUpstream({"POST " + QUERY: (200, {"ids": [["p1"]], "documents": [["note"]]})}) as server:
         yield server
 
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = cli.main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp: Idp,

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from addons.tokens import KeyRing
-from reports import cli
 from reports.disclosures import accounting, lookback_start
 from tests.support import ledger_synth as synth
+from tests.unit.test_report_cli import run
 
 OLD_KEY = "k1=" + base64.b64encode(b"o" * 32).decode()
 NEW_KEY = "*k2=" + base64.b64encode(b"n" * 32).decode()
@@ -48,12 +46,6 @@ def ledger(tmp_path: Path) -> Path:
     con.close()
     return path
 
-
-def run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = cli.main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_lists_every_disclosure_of_the_subject_with_the_four_elements(ledger: Path) -> None:
