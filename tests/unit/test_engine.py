@@ -233,3 +233,40 @@ def test_skip_message_typechecks_drops_only_that_check() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "state machine checks kept"
+
+
+def test_task_names_without_the_environment_lookup() -> None:
+    code = (
+        "import asyncio, os\n"
+        "from addons import engine\n"
+        "from mitmproxy.utils import asyncio_utils\n"
+        "engine.skip_task_name_env_lookup()\n"
+        "os.environ['PYTEST_CURRENT_TEST'] = 'some test'\n"
+        "async def main():\n"
+        "    t = asyncio_utils.create_task(asyncio.sleep(0), name='handle_hook(request)', keep_ref=False,\n"
+        "                                  client=('127.0.0.1', 1))\n"
+        "    await t\n"
+        "    print(t.get_name(), t.client, t.created > 0)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "handle_hook(request) ('127.0.0.1', 1) True"
+
+
+async def test_root_logger_follows_the_console_verbosity_from_the_start() -> None:
+    # Debug records nobody prints must not be built on the request path.
+    root = logging.getLogger()
+    saved = root.level
+    root.setLevel(logging.DEBUG)
+    opts = options.Options()
+    m = engine.LeanMaster(opts, chain=[])
+    try:
+        await m.running()
+        assert root.level == logging.INFO  # termlog's default verbosity
+        assert not logging.getLogger("phigate").isEnabledFor(logging.DEBUG)
+        opts.update(termlog_verbosity="debug")
+        assert root.level == logging.DEBUG
+    finally:
+        await m.done()
+        root.setLevel(saved)
