@@ -213,8 +213,14 @@ async def test_sync_trigger_refuses_async_handlers_like_stock(caplog: pytest.Log
         assert len(found) == 1 and "cannot be called from sync context" in found[0], cls
 
 
+def run_child(code: str) -> str:
+    """Run `code` in a child Python (the engine's patches are process-wide by design); its stdout."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
 def test_skip_message_typechecks_drops_only_that_check() -> None:
-    # Run in a child process: the change is process-wide by design.
     code = (
         "from addons import engine\n"
         "from mitmproxy import http\n"
@@ -230,9 +236,7 @@ def test_skip_message_typechecks_drops_only_that_check() -> None:
         "except AssertionError:\n"
         "    print('state machine checks kept')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "state machine checks kept"
+    assert run_child(code) == "state machine checks kept"
 
 
 def test_task_names_without_the_environment_lookup() -> None:
@@ -249,9 +253,7 @@ def test_task_names_without_the_environment_lookup() -> None:
         "    print(t.get_name(), t.client, t.created > 0)\n"
         "asyncio.run(main())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "handle_hook(request) ('127.0.0.1', 1) True"
+    assert run_child(code) == "handle_hook(request) ('127.0.0.1', 1) True"
 
 
 async def test_root_logger_follows_the_console_verbosity_from_the_start() -> None:
