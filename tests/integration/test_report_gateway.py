@@ -73,9 +73,11 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
             else:
                 statuses.append(http_call("GET", gw.url + "/api/v2/heartbeat", None, headers)[0])
         assert statuses.count(401) == 3 and statuses.count(403) == 3 and statuses.count(200) == 6, statuses
-        today = dt.datetime.now(dt.UTC).date().isoformat()
+        today = dt.datetime.now(dt.UTC).date()
+        # From yesterday: a run that crosses midnight UTC still covers every event.
         common = ["--ledger", str(audit), "--witness", str(witness) + "/", "--audit-key-file", str(audit_key),
-                  "--signing-key", str(packet_key), "--from", today, "--to", today]
+                  "--signing-key", str(packet_key), "--from", (today - dt.timedelta(days=1)).isoformat(),
+                  "--to", today.isoformat()]
 
         # The packet, while the gateway holds its writer.
         code, out, err = run(*common, "--out", str(tmp_path / "p1"))

@@ -32,8 +32,9 @@ def real_ledger(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 def packet(audit: Path, witness: Path, key_file: Path, out: Path) -> dict[str, object]:
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    opts = build.BuildOptions(ledger=audit, period=parse_period(today, today), out=out, rules=ROOT / "rules",
+    today = dt.datetime.now(dt.UTC).date()
+    period = parse_period((today - dt.timedelta(days=1)).isoformat(), today.isoformat())  # midnight-proof
+    opts = build.BuildOptions(ledger=audit, period=period, out=out, rules=ROOT / "rules",
                               witness=str(witness), audit_key_file=str(key_file))
     w = generate.write_packet(opts, None, pdf=False)
     return json.loads((w.folder / "data" / "packet.json").read_text())  # type: ignore[no-any-return]
@@ -77,8 +78,9 @@ def test_an_altered_ledger_is_reported(tmp_path: Path) -> None:
 
 def test_without_a_witness_it_verifies_with_a_note(tmp_path: Path) -> None:
     audit, _, key_file = real_ledger(tmp_path)
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    opts = build.BuildOptions(ledger=audit, period=parse_period(today, today), out=tmp_path / "p",
+    today = dt.datetime.now(dt.UTC).date()
+    period = parse_period((today - dt.timedelta(days=1)).isoformat(), today.isoformat())
+    opts = build.BuildOptions(ledger=audit, period=period, out=tmp_path / "p",
                               rules=ROOT / "rules", audit_key_file=str(key_file))
     w = generate.write_packet(opts, None, pdf=False)
     doc = json.loads((w.folder / "data" / "packet.json").read_text())
