@@ -190,6 +190,18 @@ class Generator:
             f"MRI Brain without contrast. Ordered CBC, BMP. Dose {r.randint(1, 4)} tabs q{r.choice([4, 6, 8])}h PRN.",
             "Patient denies fever. Physical Therapy consult placed. Diet: Cardiac.",
             f"Walked {r.randint(50, 400)} meters in {r.randint(3, 9)} minutes; Oxygen {r.randint(1, 4)} L NC.",
+            # Confusers: eponyms, codes, versions, scores and ratios that look like identifiers.
+            r.choice(["History of Crohn disease and Hodgkin lymphoma.", "Rule out Guillain-Barre syndrome.",
+                      "Parkinson disease, on Sinemet.", "Graves disease treated in 2015.",
+                      "Referred to Mayo Clinic neurology.", "Transferred from St. Joseph Hospital.",
+                      "Apgar scores 8 and 9.", "Glasgow Coma Scale 15.", "Babinski sign negative."]),
+            f"NDC {r.randint(1000, 9999)}-{r.randint(1000, 9999)}-{r.randint(10, 99)}; "
+            f"lot expires {r.randint(1, 12)}/{r.randint(25, 30)}.",
+            f"Pump firmware v{r.randint(1, 9)}.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(0, 99)}; "
+            f"ratio {r.randint(1, 3)}:{r.randint(1, 9)}; take 1/2 tab at {r.randint(1, 12)}:{r.randint(10, 59)}.",
+            f"Order #{r.randint(100000, 999999)} sent; specimen A{r.randint(10, 99)}-{r.randint(1000, 9999)}.",
+            f"Stage {r.choice(['IIA', 'IIIB', 'IV'])}, ECOG {r.randint(0, 3)}, PHQ-9 score {r.randint(0, 27)}, "
+            f"A1c goal < {r.randint(6, 8)}%.",
         ])
 
     def note(self) -> Note:
