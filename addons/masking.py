@@ -45,6 +45,9 @@ from addons.tokens import KeyRing, KeySetError, TokenError
 log = logging.getLogger("phigate")
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+WRITTEN_NOTES = "phigate.masking.written_notes"
+# (route kept alive, handle paths (ids + filters), filter paths, document paths) of a request
+_RequestWalkers = tuple[Route, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
 NO_BODY_STATUS = frozenset({204, 304})
 
@@ -85,7 +88,7 @@ class Masking:
         self._rules: WatchedFile[MaskingRules] | None = None
         self._profile: WatchedFile[Profile] | None = None
         self.keyring: KeyRing | None = None
-        self._filter_walkers: dict[tuple[str, int], tuple[Route, tuple[Any, ...], tuple[Any, ...]]] = {}
+        self._filter_walkers: dict[tuple[str, int], _RequestWalkers] = {}
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -187,15 +190,16 @@ class Masking:
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def _request_walkers(self, route: Route) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    def _request_walkers(self, route: Route) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
         key = (route.id, id(route))
         hit = self._filter_walkers.get(key)
         if hit is None:
             handles = tuple(compile_path(p) for p in (*route.request.ids, *route.request.filters))
             filters = tuple(compile_path(p) for p in route.request.filters)
-            hit = (route, handles, filters)
+            documents = tuple(compile_path(p) for p in route.request.documents)
+            hit = (route, handles, filters, documents)
             self._filter_walkers[key] = hit
-        return hit[1], hit[2]
+        return hit[1], hit[2], hit[3]
 
     @fail_closed(Stage.MASKING, 500)
     def request(self, flow: http.HTTPFlow) -> None:
@@ -213,13 +217,17 @@ class Masking:
         raw = flow.request.raw_content
         if not raw or not _is_json(flow.request.headers.get("content-type", "application/json")):
             return
-        handles, filters = self._request_walkers(route)
+        handles, filters, documents = self._request_walkers(route)
         try:
             doc = orjson.loads(flow.request.get_content(strict=True) or b"null")
         except (ValueError, orjson.JSONDecodeError):
             return  # classify/policy judge malformed bodies; nothing here to detokenize
         c = context(flow)
         c.request_summary = request_summary(doc, filters, self.keyring)
+        if documents:
+            notes = [v for w in documents for v in w.nodes(doc) if isinstance(v, str) and v]
+            if notes:
+                flow.metadata[WRITTEN_NOTES] = notes
         if b"tok_" not in raw or not handles:
             return
         try:
@@ -255,6 +263,9 @@ class Masking:
             return
         backend, route = found
         rules = self.current_rules()
+        notes = flow.metadata.pop(WRITTEN_NOTES, None)
+        if notes and resp.status_code < 300:
+            self._prescan(rules, notes)
         paths = rules.route_paths(route)
         roles = self._roles(flow)
         is_error = resp.status_code >= 400
@@ -329,6 +340,19 @@ class Masking:
         if plan.masks:
             self._set_body(resp, dump_body(doc, saved))
         self._finish(summary, run, applied=plan.masks)
+
+    def _prescan(self, rules: MaskingRules, notes: list[str]) -> None:
+        """Scan notes as they are written, so reads find them already masked (detection is the
+        costly part of masking a read). An optimisation only: a failure here never fails the write,
+        and a note not prescanned is simply scanned when read."""
+        try:
+            run = MaskRun(self.keyring, rules.detector)
+            for rule in rules.rules:
+                if rule.documents and rule.operator.name == "detect":
+                    for text in notes:
+                        rule.operator.apply(text, "DOCUMENT", run)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("phigate masking: prescan of written notes failed (%s)", type(exc).__name__)
 
     @staticmethod
     def _finish(summary: MaskingSummary, run: MaskRun, applied: bool) -> None:

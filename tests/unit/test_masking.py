@@ -184,6 +184,29 @@ def test_range_header_is_removed_on_record_routes(masking: tuple[Masking, Any]) 
     assert "range" not in f.request.headers
 
 
+def test_notes_written_through_the_gateway_are_scanned_then_and_not_again_on_read(
+        masking: tuple[Masking, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    m, _ = masking
+    note = "Patient Maria Lopez (MRN 7654321) called from 555-867-5309 about her refill."
+    write = make_flow(8, AGENT, route="chroma.add", body=b"{}", status=201)
+    write.response = None
+    write.request.content = orjson.dumps({"ids": ["n1"], "documents": [note], "metadatas": [{"ward": "x"}]})
+    m.request(write)
+    write.response = http.Response.make(201, b"{}", {"content-type": "application/json"})
+    respond(m, write)
+    assert write.response.status_code == 201
+
+    def no_scan(*args: Any) -> Any:
+        raise AssertionError("the note was scanned again on read")
+
+    monkeypatch.setattr(m.current_rules().detector, "_find", no_scan)
+    raw = orjson.dumps({"ids": [["n1"]], "documents": [[note]], "metadatas": [[{"ward": "x"}]],
+                        "distances": [[0.1]], "embeddings": None, "uris": None, "include": []})
+    out = body(respond(m, make_flow(10, AGENT, body=raw)))
+    masked = out["documents"][0][0]
+    assert "Maria Lopez" not in masked and "7654321" not in masked and "867-5309" not in masked
+
+
 # -- fail closed ----------------------------------------------------------------------------------------
 
 GOOD = orjson.dumps(fixture(10)["response_body"]["json"])
