@@ -150,7 +150,10 @@ class FastUpstream:
             async with server:
                 await server.serve_forever()
 
-        loop.run_until_complete(serve())
+        try:
+            loop.run_until_complete(serve())
+        except (asyncio.CancelledError, RuntimeError):
+            pass  # stopped by __exit__
 
     def __enter__(self) -> FastUpstream:
         self._thread.start()
