@@ -14,6 +14,11 @@ from tests.support.servers import DEFAULT_RUNNER, ROOT, Chroma, Gateway, Idp, le
 
 # The backend credential the gateway injects upstream in tests (never a caller's token).
 BACKEND_CREDENTIAL = "test-backend-credential-5f2a"
+# The masking addon refuses to start without a token key (rules/masking.yaml tokenizes): every gateway
+# a test starts, however it is launched (gateway_factory, ./run.sh gateway, mitmdump), inherits this
+# test-only key through the environment.
+TEST_TOKEN_KEYS = "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
+os.environ.setdefault("PHIGATE_TOKEN_KEYS", TEST_TOKEN_KEYS)
 
 
 @pytest.fixture(autouse=True)
