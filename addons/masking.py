@@ -337,7 +337,7 @@ class Masking:
             return
         # Disclosure facts are read in the same walk, before each record is masked.
         mask_records(doc, plan, run, self.keyring, summary)
-        if plan.masks:
+        if run.changed:
             self._set_body(resp, dump_body(doc, saved))
         self._finish(summary, run, applied=plan.masks)
 

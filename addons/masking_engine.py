@@ -38,6 +38,7 @@ class MaskRun:
     detector: Detector
     by_rule: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
+    changed: int = 0  # values actually changed: none means the body goes out byte for byte
 
     def count_type(self, label: str, n: int = 1) -> None:
         self.by_type[label] += n
@@ -115,15 +116,21 @@ def apply_plan(doc: Any, plan: Plan, run: MaskRun) -> set[str]:
     return mask_records(doc, plan, run, None, None)
 
 
-def _apply_op(container: Any, key: Any, op: Any, label: str, run: MaskRun) -> None:
-    new = op.apply(container[key], label, run)
+def _apply_op(container: Any, key: Any, op: Any, label: str, run: MaskRun) -> bool:
+    """Apply one operator at one location; True when the value changed."""
+    old = container[key]
+    new = op.apply(old, label, run)
     if new is DROP:
         if type(container) is dict:
             del container[key]
         else:
             container[key] = None  # removing a list element would shift its neighbours
+    elif new is old or (type(new) is type(old) and new == old):
+        return False
     else:
         container[key] = new
+    run.changed += 1
+    return True
 
 
 def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
@@ -162,8 +169,8 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
     for step in plan.other_steps:
         n = 0
         for container, key in list(step.walker.locations(doc)):
-            _apply_op(container, key, step.operator, step.label, run)
-            n += 1
+            # Counted when something was masked: a note with no identifier in it is not "masked".
+            n += _apply_op(container, key, step.operator, step.label, run)
         if n:
             by_rule[step.rule_id] += n
     if summary is not None:

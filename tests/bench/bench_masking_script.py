@@ -8,6 +8,7 @@ The caller's roles come from the `x-bench-role` header; every request is treated
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,4 +31,5 @@ class BenchIdentity:
         c.operation = Operation("chroma", OpKind.SEARCH, "chroma.query", "POST", flow.request.path)
 
 
-addons = [Gateway(), BenchIdentity(), Masking()]
+# PHIGATE_BENCH_NO_MASKING=1: the same process without the masking addon, to isolate its share.
+addons = [Gateway(), BenchIdentity()] + ([] if os.environ.get("PHIGATE_BENCH_NO_MASKING") else [Masking()])

@@ -80,10 +80,14 @@ def ring() -> KeyRing:
 
 def test_clinician_gets_clear_values_agent_gets_tokens(masking: tuple[Masking, Any]) -> None:
     m, _ = masking
-    clear = body(respond(m, make_flow(10, CLINICIAN)))
+    clinician_flow = respond(m, make_flow(10, CLINICIAN))
+    clear = body(clinician_flow)
     masked = body(respond(m, make_flow(10, AGENT)))
     original = fixture(10)["response_body"]["json"]
     assert clear == original
+    # Nothing to mask for this caller: the upstream's bytes go out untouched.
+    assert clinician_flow.response is not None
+    assert clinician_flow.response.raw_content == orjson.dumps(original)
     meta = masked["metadatas"][0]
     assert meta[0]["mrn"] == ring().tokenize("3456789", "mrn")
     assert meta[0]["patient_name"] == ring().tokenize("Alice Green", "name")
