@@ -384,3 +384,23 @@ def test_first_rule_wins_a_field_and_drop_never_creates_keys() -> None:
     masking_engine.apply_plan(doc, plan, run)
     assert doc == {"metadatas": [{"ward": "[REDACTED:WARD]"}, {"x": 1}, {}]}
     assert dict(run.by_rule) == {"r1": 2, "r2": 1}
+
+
+def test_raw_jsonpath_with_a_filter_masks_only_matching_records() -> None:
+    rules = _compile(RULE + "    paths: ['$.metadatas[?(@.ward == \"cardio\")].mrn']\n    operator: redact\n")
+    plan = rules.plan(AGENT, "chroma", chroma_profile().by_id["chroma.get"])
+    doc: dict[str, Any] = {"metadatas": [{"ward": "cardio", "mrn": "1"}, {"ward": "endo", "mrn": "2"},
+                                         {"ward": "cardio"}]}
+    masking_engine.apply_plan(doc, plan, masking_engine.MaskRun(None, rules.detector))
+    assert doc["metadatas"] == [{"ward": "cardio", "mrn": "[REDACTED:VALUE]"}, {"ward": "endo", "mrn": "2"},
+                                {"ward": "cardio"}]
+
+
+def test_organisation_patterns_from_the_rules_are_detected() -> None:
+    rules = _compile("detect:\n  mrn: {pattern: 'H\\d{6}', standalone: true}\n  patterns:\n"
+                     "    - {type: EMPLOYEE_ID, pattern: 'EMP-\\d{5}', context: [badge]}\n"
+                     + RULE + "    documents: true\n    operator: detect\n")
+    text = "Badge EMP-12345 scanned; chart H123456 reviewed; EMP-99999 without its cue word."
+    found = {(s.type, text[s.start:s.end]) for s in rules.detector.find(text)}
+    assert ("EMPLOYEE_ID", "EMP-12345") in found and ("MRN", "H123456") in found
+    assert not any(v == "EMP-99999" for _, v in found)
