@@ -47,6 +47,7 @@ RESTART_MAX_S = 30.0
 HEALTHY_UPTIME_S = 60.0
 POLL_S = 0.2
 CHECK_INTERVAL_MS = 1000
+STARTUP_WAIT_S = 60.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -74,7 +75,8 @@ def haproxy_config(listen_host: str, listen_port: int, backends: Sequence[Backen
     lines = [
         "# written by addons/workers.py for `run.sh gateway --workers N`; regenerated at every start",
         "global",
-        "    log stderr format short local0 notice",
+        # No `log` lines: in the foreground (-db) HAProxy already prints server state changes
+        # (a worker DOWN or UP, and why) on stderr, which is all the supervisor's output needs.
         "    maxconn 4096",
         # One thread: on a small machine HAProxy must not compete with the workers for cores.
         "    nbthread 1",
@@ -85,8 +87,6 @@ def haproxy_config(listen_host: str, listen_port: int, backends: Sequence[Backen
         "",
         "defaults",
         "    mode tcp",
-        "    log global",
-        "    option dontlognull",
         "    timeout connect 5s",
         # Long: a request held for a human's approval keeps its connection open for minutes.
         "    timeout client 30m",
@@ -169,9 +169,9 @@ class Supervisor:
 
     def start_haproxy(self) -> None:
         cfg = self.write_config()
-        check = subprocess.run([self.haproxy_bin, "-c", "-q", "-f", str(cfg)],  # noqa: S603 - our own argv
+        check = subprocess.run([self.haproxy_bin, "-c", "-f", str(cfg)],  # noqa: S603 - our own argv
                                capture_output=True, text=True)
-        if check.returncode != 0:
+        if check.returncode != 0 and not self._stopping:
             raise RuntimeError(f"HAProxy rejected {cfg}:\n{check.stdout}{check.stderr}")
         # -db: stay in the foreground so the supervisor owns (and notices the death of) HAProxy.
         self.haproxy = subprocess.Popen([self.haproxy_bin, "-db", "-f", str(cfg)], env=self.env,  # noqa: S603
@@ -195,6 +195,20 @@ class Supervisor:
                 w.restarts += 1
             if w.proc is None and not self._stopping and now >= w.next_start:
                 self.start_worker(w)
+
+    def wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(self.workers)
+        while waiting and time.monotonic() < deadline and not self._stopping:
+            for w in list(waiting):
+                if w.proc is not None and w.proc.poll() is not None:
+                    waiting.remove(w)  # died at start: reap_and_restart will deal with it
+                    continue
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", w.port), timeout=0.5):
+                    waiting.remove(w)
+            time.sleep(POLL_S)
+        if waiting:
+            self.say("not listening yet: " + ", ".join(w.name for w in waiting) + "; HAProxy starts anyway")
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -225,6 +239,11 @@ class Supervisor:
         try:
             for w in self.workers:
                 self.start_worker(w)
+            # Open the client listener once the workers listen, so that the first clients are not
+            # refused while HAProxy's first checks fail.
+            self.wait_listening(STARTUP_WAIT_S)
+            if self._stopping:
+                return 0
             self.start_haproxy()
             assert self.haproxy is not None
             while not self._stopping:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -73,6 +74,12 @@ def tree_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def children_cpu() -> float:
+    """CPU seconds of this script's finished children (the wrk runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent busy so far (every process on the machine, /proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -112,10 +119,12 @@ def main() -> int:
                     assert p.proc is not None
                     before = tree_cpu(p.proc.pid)
                     busy_before = machine_busy_seconds()
+                    wrk_before = children_cpu()
                     chroma_before = cpu_seconds(chroma.proc.proc.pid) if chroma.proc.proc else 0.0
                     rps[name].append(wrk_rps(f"http://127.0.0.1:{port}{PATH}", {"Authorization": f"Bearer {token}"},
                                              args.seconds, args.connections))
                     after = tree_cpu(p.proc.pid)
+                    cpu[name]["wrk"] = cpu[name].get("wrk", 0.0) + children_cpu() - wrk_before
                     cpu[name]["(whole machine)"] = (cpu[name].get("(whole machine)", 0.0)
                                                     + machine_busy_seconds() - busy_before)
                     for k, v in after.items():

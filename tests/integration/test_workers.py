@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from addons.certs import make_certs
 from addons.cli_approvals import AdminClient
 from addons.ledger import keys
 from tests.conftest import BACKEND_CREDENTIAL
@@ -39,10 +40,10 @@ TOKEN_KEYS = "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="  # test-only mask
 class Workers:
     """`python -m addons.launch --workers 2` (what `./run.sh gateway --workers 2` runs)."""
 
-    def __init__(self, chroma: Chroma, idp: Idp, tmp: Path) -> None:
+    def __init__(self, chroma: Chroma, idp: Idp, tmp: Path, cert: Path | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.audit_dir = tmp / "audit"
         self.rules = test_rules(tmp)
@@ -59,7 +60,8 @@ class Workers:
                 "phigate_witness": f"{self.witness}/", "phigate_audit_key_file": str(self.key_file),
                 "phigate_audit_checkpoint_seconds": "1", "phigate_recording_key_env": "PHIGATE_IT_REC_KEY"}
         argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", chroma.url, "--issuer", idp.issuer,
-                "--rules", str(self.rules), "--plain-http", "--port", str(self.port), "--workers", "2",
+                "--rules", str(self.rules), *(["--cert", str(cert)] if cert else ["--plain-http"]),
+                "--port", str(self.port), "--workers", "2",
                 "--backend-credential-env", "PHIGATE_TEST_BACKEND_CREDENTIAL"]
         for k, v in sets.items():
             if k in lean_options():  # the audit dir only once the audit addon is in the chain
@@ -71,9 +73,9 @@ class Workers:
     def start(self) -> Workers:
         self.proc.start()
         try:
-            wait_http(f"{self.url}/-/healthz", 60, self.proc.proc)
+            # HAProxy opens the client listener once both workers listen
+            self.wait_servers_up(["w1", "w2"], 60)
             wait_http(f"{self.admin_url}/healthz", 30, self.proc.proc)
-            self.wait_servers_up(["w1", "w2"], 30)
         except Exception:
             self.proc.stop()
             raise RuntimeError(f"workers did not start:\n{self.proc.log()[-5000:]}") from None
@@ -92,8 +94,10 @@ class Workers:
         return found
 
     def stats(self) -> dict[str, dict[str, str]]:
+        """HAProxy's view of the workers ({} until HAProxy has started)."""
         m = re.search(r"stats socket (\S+)", self.proc.log())
-        assert m, self.proc.log()[-3000:]
+        if not m or not Path(m.group(1)).exists():
+            return {}
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(5)
             s.connect(m.group(1))
@@ -113,6 +117,8 @@ class Workers:
             st = self.stats()
             if all(st.get(n, {}).get("status", "").startswith(status) for n in names):
                 return
+            if self.proc.proc is not None and self.proc.proc.poll() is not None:
+                raise AssertionError(f"the supervisor exited with {self.proc.proc.returncode}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"HAProxy: expected {names} {status}, got "
                                      f"{ {n: r['status'] for n, r in st.items()} }")
@@ -266,3 +272,26 @@ def test_each_worker_writes_its_own_ledger_segment_read_as_one_record(workers: W
     assert export.returncode == 0, export.stderr
     events = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
     assert want <= {e["node_id"] for e in events}  # one record, both workers' segments
+
+
+def test_tls_passes_through_haproxy_to_the_workers(chroma: Chroma, idp: Idp, tmp_path: Path) -> None:
+    # HAProxy in TCP mode: the client's TLS session ends in a worker (the dev certificate), and the
+    # readiness checks run over TLS too (both servers UP).
+    import ssl
+    import urllib.request
+
+    certs = make_certs(tmp_path / "certs", ["127.0.0.1", "localhost"])
+    w = Workers(chroma, idp, tmp_path, cert=certs["server.pem"]).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(certs["ca.crt"]))
+        req = urllib.request.Request(f"{w.url}/api/v2/heartbeat",
+                                     headers={"Authorization": f"Bearer {w.token('admin-1')}"})
+        for _ in range(4):
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                assert resp.status == 200
+        assert {n: r["status"][:2] for n, r in w.stats().items()} == {"w1": "UP", "w2": "UP"}
+        # and a client that does not speak TLS gets nothing: HAProxy never serves clear text
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{w.port}/-/healthz", timeout=5)
+    finally:
+        w.stop()
