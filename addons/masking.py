@@ -22,7 +22,7 @@ import orjson
 from mitmproxy import ctx, exceptions, http
 
 from addons import rulefiles, tokens
-from addons.context import MaskingSummary, Stage, context, is_settled
+from addons.context import MaskingSummary, OpKind, Stage, context, is_settled
 from addons.gateway import register_readiness
 from addons.guard import fail_closed
 from addons.masking_engine import (
@@ -36,7 +36,7 @@ from addons.masking_engine import (
     scan_text,
 )
 from addons.masking_paths import compile_path
-from addons.masking_rules import MaskingRules, RoutePaths, compile_masking
+from addons.masking_rules import MaskingRules, RoutePaths, Rule, compile_masking
 from addons.profile_model import Profile, Route
 from addons.respond import refuse
 from addons.rulefiles import ConfigError, WatchedFile
@@ -46,6 +46,7 @@ log = logging.getLogger("phigate")
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 WRITTEN_NOTES = "phigate.masking.written_notes"
+UNKNOWN_ROUTE = Route("unknown", OpKind.UNKNOWN, "", "")
 # (route kept alive, handle paths (ids + filters), filter paths, document paths) of a request
 _RequestWalkers = tuple[Route, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
@@ -258,19 +259,31 @@ class Masking:
         c = context(flow)
         if resp is None or c.answered_by_gateway:
             return
-        found = self._route(flow)
-        if found is None:
-            return
-        backend, route = found
         rules = self.current_rules()
+        roles = self._roles(flow)
+        found = self._route(flow)
+        generic: tuple[Rule, ...] = ()
+        if found is None:
+            op = c.operation
+            if op is None or self.profile() is None:
+                return
+            # A route the profile does not know has no record layout to follow, yet policy let it
+            # through. Threat: records leaving by an unmapped route (a new backend API version).
+            # Every rule for the caller applies, by field name anywhere and to every string.
+            generic = rules.applicable_any_operation(roles, op.backend)
+            if not generic:
+                return
+            backend, route = op.backend, UNKNOWN_ROUTE
+        else:
+            backend, route = found
         notes = flow.metadata.pop(WRITTEN_NOTES, None)
         if notes and resp.status_code < 300:
             self._prescan(rules, notes)
         paths = rules.route_paths(route)
-        roles = self._roles(flow)
-        is_error = resp.status_code >= 400
+        is_error = resp.status_code >= 400 or bool(generic)
         plan = rules.plan(roles, backend, route)
-        if not paths.has_records and not (is_error and plan.rule_ids):
+        whole_body_rules = generic or (rules.applicable(roles, backend, route) if is_error else ())
+        if not paths.has_records and not whole_body_rules:
             return
         summary = c.masking or MaskingSummary()
         c.masking = summary
@@ -329,11 +342,10 @@ class Masking:
             self._unmaskable(flow, "invalid_json", "the upstream response is not valid JSON")
             return
         if is_error:
-            if plan.rule_ids:
-                applicable = rules.applicable(roles, backend, route)
-                mask_error_body(doc, applicable, run)
+            if whole_body_rules:
+                mask_error_body(doc, whole_body_rules, run)
                 self._set_body(resp, orjson.dumps(doc))
-            self._finish(summary, run, applied=bool(plan.rule_ids))
+            self._finish(summary, run, applied=bool(whole_body_rules))
             return
         # Disclosure facts are read in the same walk, before each record is masked.
         mask_records(doc, plan, run, self.keyring, summary)

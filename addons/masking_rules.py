@@ -54,9 +54,13 @@ class Rule:
     operator: Operator
 
     def applies(self, roles: frozenset[str] | None, backend: str, kind: str, route_id: str) -> bool:
-        if self.backends is not None and backend not in self.backends:
-            return False
         if self.operations is not None and kind not in self.operations and route_id not in self.operations:
+            return False
+        return self.covers(roles, backend)
+
+    def covers(self, roles: frozenset[str] | None, backend: str) -> bool:
+        """The rule is for this caller on this backend (whatever the operation)."""
+        if self.backends is not None and backend not in self.backends:
             return False
         if roles is None:
             return True  # no verified identity: every rule applies (fail closed)
@@ -131,6 +135,10 @@ class MaskingRules:
 
     def applicable(self, roles: frozenset[str] | None, backend: str, route: Route) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.applies(roles, backend, str(route.kind), route.id))
+
+    def applicable_any_operation(self, roles: frozenset[str] | None, backend: str) -> tuple[Rule, ...]:
+        """Rules for the caller on this backend whatever the operation (for unmapped routes)."""
+        return tuple(r for r in self.rules if r.covers(roles, backend))
 
     def route_paths(self, route: Route) -> RoutePaths:
         key = (route.id, id(route))

@@ -404,3 +404,16 @@ def test_organisation_patterns_from_the_rules_are_detected() -> None:
     found = {(s.type, text[s.start:s.end]) for s in rules.detector.find(text)}
     assert ("EMPLOYEE_ID", "EMP-12345") in found and ("MRN", "H123456") in found
     assert not any(v == "EMP-99999" for _, v in found)
+
+
+def test_a_route_the_profile_does_not_know_is_masked_as_a_whole(masking: tuple[Masking, Any]) -> None:
+    m, _ = masking
+    leak = {"data": [{"mrn": "3456789", "note": "Patient Alice Green, SSN 123-45-6789"}]}
+    f = make_flow(10, AGENT, route="chroma.v3.export", body=orjson.dumps(leak))
+    out = orjson.dumps(body(respond(m, f))).decode()
+    assert "3456789" not in out and "Alice Green" not in out and "123-45-6789" not in out
+    clinician = body(respond(m, make_flow(10, CLINICIAN, route="chroma.v3.export", body=orjson.dumps(leak))))
+    # Only the SSN rule covers clinicians: their MRN field stays, but with no record layout to go by,
+    # every string is scanned (fail closed), so identifiers in free text are still replaced.
+    assert clinician["data"][0]["mrn"] == "3456789"
+    assert "123-45-6789" not in clinician["data"][0]["note"]
