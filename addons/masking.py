@@ -36,7 +36,7 @@ from addons.masking_engine import (
     scan_text,
 )
 from addons.masking_paths import compile_path
-from addons.masking_rules import MaskingRules, RoutePaths, Rule, compile_masking
+from addons.masking_rules import MaskingRules, Rule, compile_masking
 from addons.profile_model import Profile, Route
 from addons.respond import refuse
 from addons.rulefiles import ConfigError, WatchedFile
@@ -181,14 +181,6 @@ class Masking:
         ident = context(flow).identity
         return ident.roles if ident is not None else None
 
-    def _covered(self, flow: http.HTTPFlow) -> tuple[str, Route, RoutePaths] | None:
-        found = self._route(flow)
-        if found is None:
-            return None
-        backend, route = found
-        paths = self.current_rules().route_paths(route)
-        return (backend, route, paths) if paths.has_records else None
-
     # -- requests ------------------------------------------------------------------------------------
 
     def _request_walkers(self, route: Route) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
@@ -246,11 +238,12 @@ class Masking:
 
     @fail_closed(Stage.MASKING, 502)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None or context(flow).answered_by_gateway:
+        c = context(flow)
+        if flow.response is None or c.answered_by_gateway:
             return
-        if self._covered(flow) is not None or self._route(flow) is not None:
+        if c.operation is not None:
             # Threat: a streamed body goes to the client chunk by chunk and never reaches `response`;
-            # masking would be skipped silently. Buffer every body on routes the gateway knows.
+            # masking would be skipped silently. Buffer every upstream body (mapped route or not).
             flow.response.stream = False
 
     @fail_closed(Stage.MASKING, 502)
