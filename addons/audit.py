@@ -31,7 +31,7 @@ from addons.gateway import register_readiness
 from addons.guard import fail_closed
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
-from addons.ledger.writer import Ledger, LedgerError, Settings
+from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings
 from addons.respond import refuse
 
 log = logging.getLogger("phigate")
@@ -162,7 +162,8 @@ class Audit:
 
     def load(self, loader: Any) -> None:
         add = loader.add_option
-        add("phigate_audit_dir", str, "", "Folder for the audit ledger's segments and recordings (required).")
+        add("phigate_audit_dir", str, "", "Folder for the audit ledger's segments and recordings. Set it in "
+            "production; unset, the ledger goes to CONFDIR/phigate-audit (mitmproxy's confdir) with a warning.")
         add("phigate_audit_key_file", str, "", "File with the Ed25519 key that signs checkpoints (PEM or 32-byte "
             "seed in hex/base64). Never inside phigate_audit_dir.")
         add("phigate_audit_key_env", str, "PHIGATE_AUDIT_KEY", "Env var holding the checkpoint signing key, "
@@ -208,13 +209,14 @@ class Audit:
     def running(self) -> None:
         opts = ctx.options
         register_readiness("audit", self.not_ready)
-        if not opts.phigate_audit_dir:
-            log.error("phigate: option phigate_audit_dir is not set: set the audit ledger folder "
-                      "(--set phigate_audit_dir=/var/lib/phigate/audit)")
-            self.start_error = "phigate_audit_dir is not set"
-            ctx.master.shutdown()
-            return
-        audit_dir = Path(opts.phigate_audit_dir)
+        if opts.phigate_audit_dir:
+            audit_dir = Path(opts.phigate_audit_dir)
+        else:
+            # Never run unaudited, and never silently somewhere temporary: a persistent folder next
+            # to mitmproxy's own state (each test gateway has its own confdir), said loudly.
+            audit_dir = Path(opts.confdir).expanduser() / "phigate-audit"
+            log.warning("phigate: option phigate_audit_dir is not set; writing the audit ledger to %s "
+                        "(set --set phigate_audit_dir=/var/lib/phigate/audit in production)", audit_dir)
         witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
         signing = self._signing
         if signing is None:
@@ -228,10 +230,8 @@ class Audit:
             log.warning("phigate audit: no recording key configured: request/response bodies are not recorded")
         settings = Settings(opts.phigate_audit_checkpoint_events, opts.phigate_audit_checkpoint_seconds,
                             opts.phigate_audit_seal_events, opts.phigate_retention_days)
-        ledger = Ledger(audit_dir, opts.phigate_node_id, signing_key=signing, witness=witness,
-                        recording_key=self._recording, settings=settings)
         try:
-            ledger.open()
+            ledger = self._open(audit_dir, opts.phigate_node_id, signing, witness, settings)
         except LedgerError as exc:
             self.start_error = str(exc)
             log.error("phigate audit: %s; refusing all traffic", exc)
@@ -241,6 +241,25 @@ class Audit:
         sink.attach(ledger, asyncio.get_running_loop())
         rulefiles.on_version(self._rule_version)
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
+
+    def _open(self, audit_dir: Path, node_id: str, signing: Ed25519PrivateKey, witness: Path,
+              settings: Settings) -> Ledger:
+        """Open this node's ledger. If another live process already writes this node id (two gateways
+        started with the same id), write as NODE.2, NODE.3, ...: each process keeps its own
+        sequence and tree, so records stay attributable and verifiable, and say so in the log."""
+        for n in range(1, 33):
+            name = node_id if n == 1 else f"{node_id}.{n}"
+            ledger = Ledger(audit_dir, name, signing_key=signing, witness=witness,
+                            recording_key=self._recording, settings=settings)
+            try:
+                ledger.open()
+            except NodeBusy:
+                continue
+            if n > 1:
+                log.warning("phigate audit: node %s is written by another process; this process records as %s",
+                            node_id, name)
+            return ledger
+        raise LedgerError(f"every node id {node_id}, {node_id}.2 ... {node_id}.32 is held by another process")
 
     def done(self) -> None:
         sink.attach(None)

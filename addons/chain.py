@@ -18,6 +18,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from addons.approvals import Approvals  # noqa: E402
+from addons.audit import Audit  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.forward import Forward  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
@@ -35,7 +36,7 @@ def build() -> list[object]:
         Approvals(),  # hold risky requests until a human decides (admin API + console) -> ctx.hold
         Forward(),  # final gate: only allowed or released flows leave; credential swap
         Masking(),  # detokenize request handles, mask responses per role (or 502) -> ctx.masking
-        # audit.Audit(),            durable, tamper-evident event per request (last)
+        Audit(),  # last: one durable, tamper-evident event per flow before the response leaves (or 503)
     ]
 
 

@@ -43,6 +43,10 @@ class LedgerError(RuntimeError):
     """The ledger cannot durably record: nothing may pass unaudited."""
 
 
+class NodeBusy(LedgerError):
+    """Another live process holds this node's writer lock."""
+
+
 @dataclass(slots=True)
 class _Item:
     seq: int | None
@@ -136,13 +140,14 @@ class Ledger:
             except BlockingIOError:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
-                raise LedgerError(
+                raise NodeBusy(
                     f"{self.dir}: another process is writing node {self.node_id!r}; give each gateway "
                     "process its own phigate_node_id"
                 ) from None
             self._publish_key()
             self._apply(self._scan())
         except (OSError, ValueError, wal.WalCorrupt) as exc:
+            self._unlock()
             raise LedgerError(f"cannot open the audit ledger at {self.dir}: {exc}") from exc
         if self.size > self._last_cp_size:
             self._stage_checkpoint()
@@ -232,6 +237,9 @@ class Ledger:
             self._rec = self._witness_file = None
         self._syncer.shutdown(wait=True)
         self.seal_pending()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

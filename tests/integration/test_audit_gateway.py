@@ -41,8 +41,7 @@ QUERY = "/api/v2/tenants/default_tenant/databases/default_database/collections/c
 
 
 def audit_in_chain() -> bool:
-    return "Audit()" in (ROOT / "addons" / "chain.py").read_text().split("def build", 1)[1].split("]", 1)[0] \
-        .replace("# audit.Audit()", "")
+    return "from addons.audit import Audit" in (ROOT / "addons" / "chain.py").read_text()
 
 
 class Setup:
@@ -68,6 +67,7 @@ class Setup:
             "phigate_audit_dir": str(self.audit), "phigate_witness": str(self.witness) + "/",
             "phigate_audit_key_file": str(self.key_file), "phigate_audit_checkpoint_seconds": "1",
             "phigate_audit_checkpoint_events": "50", "phigate_recording_key_env": "PHIGATE_IT_REC_KEY",
+            "phigate_admin_port": "0", "phigate_holds_db": str(self.tmp / "holds.db"),
             **{k: str(v) for k, v in extra.items()},
         }
         args = () if audit_in_chain() else ("-s", str(self.extra_script))
@@ -93,7 +93,9 @@ def call(gw: Gateway, token: str | None, ua: str, body: Any = None) -> tuple[int
     headers = {"user-agent": ua, "content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
-    status, _, data = http_call("POST", gw.url + QUERY, body if body is not None else {"n_results": 1}, headers)
+    # A filtered search: whatever the policy decides, it answers now (an unfiltered one is held).
+    payload = {"n_results": 1, "where": {"ward": "a"}, **(body or {})}
+    status, _, data = http_call("POST", gw.url + QUERY, payload, headers)
     return status, data
 
 
@@ -223,7 +225,7 @@ def test_unwritable_ledger_fails_closed_and_recovers(setup: Setup) -> None:
         assert gw.proc.proc is not None
         pid = gw.proc.proc.pid
         # A big recorded request makes the recordings file larger than the limit we set next.
-        call(gw, token, "big", {"n_results": 1, "pad": "x" * 300_000})
+        call(gw, token, "big", {"pad": "x" * 300_000})
         limit = max(gw.proc.log_path.stat().st_size + 100_000, 200_000)
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
         try:

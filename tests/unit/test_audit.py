@@ -3,7 +3,6 @@ ledger cannot be written."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from addons.context import (
 from addons.gateway import Gateway
 from addons.ledger import keys, recording
 from addons.ledger.read import open_ledger
+from addons.ledger.writer import Ledger
 from addons.respond import refuse
 
 REC_KEY = "k1:" + "a" * 43 + "="
@@ -184,14 +184,31 @@ async def test_write_failure_fails_closed_and_says_why(audit: tuple[Audit, taddo
     assert nxt.response is not None and nxt.response.status_code == 503
 
 
-async def test_missing_audit_dir_stops_the_gateway(tmp_path: Path) -> None:
+async def test_unset_audit_dir_writes_under_the_confdir_never_nowhere(tmp_path: Path) -> None:
     a = Audit()
     with taddons.context(Gateway(), a) as tctx:
-        tctx.configure(a, phigate_audit_dir="")
+        tctx.configure(a, phigate_audit_dir="", confdir=str(tmp_path / "conf"), phigate_node_id="n0")
         a.running()
-        assert a.not_ready() == "phigate_audit_dir is not set"
-        await asyncio.sleep(0)  # shutdown() is scheduled thread-safely on the loop
-        assert tctx.master.should_exit.is_set()
+        assert a.not_ready() is None
+        f = flow_with()
+        await a.response(f)
+        a.done()
+    con = open_ledger(tmp_path / "conf" / "phigate-audit")
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    con.close()
+
+
+async def test_a_second_process_on_the_same_node_id_records_as_its_own_node(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    a, _ = audit
+    held = Ledger(tmp_path / "audit", "node-a", signing_key=None, witness=None)
+    held.open()  # another process already writes node-a
+    a.running()
+    assert a.ledger is not None and a.ledger.node_id == "node-a.2"
+    await a.response(flow_with())
+    held.close()
+    assert rows(tmp_path, "SELECT node_id FROM events") == [("node-a.2",)]
 
 
 def test_key_inside_the_audit_dir_is_refused(tmp_path: Path) -> None:
