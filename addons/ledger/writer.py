@@ -449,7 +449,7 @@ class Ledger:
 
     async def _tick_loop(self) -> None:
         last_recovery = 0.0
-        last_purge = 0.0
+        last_purge = float("-inf")  # purge expired recordings once at start, then hourly
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()

@@ -203,3 +203,62 @@ def test_record_to_writes_a_signed_record_from_another_process(tmp_path: Path) -
 def test_sink_without_a_running_ledger_says_what_to_do() -> None:
     with pytest.raises(sink.SinkUnavailable, match="record_to"):
         sink.record("incident", {"kind": "x"})
+
+
+def test_nodes_are_separate_trees_read_and_verified_as_one_record(tmp_path: Path) -> None:
+    key = keys.parse_private(b"22" * 32, "test")
+    for node, n in (("w1", 3), ("w2", 5)):
+        led = Ledger(tmp_path / "audit", node, signing_key=key, witness=layout.witness_location(f"{tmp_path}/wit/"))
+        led.open()
+        for i in range(n):
+            led.append_now("event", {"request_id": f"{node}-{i}"})
+        led.close()
+    con = open_ledger(tmp_path / "audit")
+    assert con.execute("SELECT node_id, count(*), max(seq) FROM events GROUP BY node_id ORDER BY node_id"
+                       ).fetchall() == [("w1", 3, 3), ("w2", 5, 5)]
+    report = verify.verify(tmp_path / "audit", pubs(), tmp_path / "wit")
+    assert report.ok and [(n.node_id, n.last_signed_size) for n in report.nodes] == [("w1", 3), ("w2", 5)]
+    assert sorted(p.name for p in (tmp_path / "wit").iterdir()) == ["w1.ndjson", "w2.ndjson"]
+
+
+def test_migrations_are_named_ordered_and_recorded_per_segment(tmp_path: Path) -> None:
+    import duckdb
+
+    from addons.ledger import schema
+
+    names = [m.name for m in schema.MIGRATIONS]
+    assert names == sorted(names) and len(set(names)) == len(names)
+    con = duckdb.connect(":memory:")
+    assert schema.apply_migrations(con) == names
+    assert schema.apply_migrations(con) == []  # idempotent: nothing runs twice
+    led = make(tmp_path, seal_events=2)
+    led.append_now("event", {"request_id": "a"})
+    led.append_now("event", {"request_id": "b"})
+    led._rotate()
+    led.seal_pending()
+    (seg,) = layout.list_node(led.dir).sealed
+    sealed = duckdb.connect(str(seg.path), read_only=True)
+    assert [r[0] for r in sealed.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()] == names
+    sealed.close()
+    led.close()
+
+
+async def test_sink_records_from_other_threads_on_the_running_ledger(tmp_path: Path) -> None:
+    import threading
+
+    led = make(tmp_path)
+    led.start()
+    sink.attach(led, asyncio.get_running_loop())
+    try:
+        t = threading.Thread(target=sink.record, args=("approval", {"hold_id": "h1", "kind": "grant",
+                                                                    "outcome": "granted", "approvers": ["o"]}))
+        t.start()
+        t.join()
+        await asyncio.sleep(0)  # the loop runs the thread's hand-off
+        seq = await sink.record_durable("incident", {"kind": "fail_closed", "detail": "test"})
+    finally:
+        sink.attach(None)
+    assert seq == 2
+    led.close()
+    con = open_ledger(tmp_path / "audit")
+    assert con.execute("SELECT hold_id, outcome, approvers FROM approvals").fetchall() == [("h1", "granted", ["o"])]
