@@ -114,12 +114,14 @@ def play(demo: Demo, idp: Idp, chroma: Chroma, gw: Gateway) -> None:
         show("clinician", clin)
         show("agent", agent)
 
-    step(3, "The agent uses a token it received as a handle: get the record where mrn = <token>")
+    step(3, "The agent uses a token it received as a handle: search where mrn = <token>")
     if agent["ok"]:
         token = next(m["mrn"] for m in agent["result"]["metadatas"][0] if m.get("ward") == "cardio")
-        got = demo.run_client(gw, idp, "agent-1", [{"op": "get", "collection": COLLECTION,
-                                                    "where": {"mrn": token}, "include": ["metadatas"]}])[0]
-        show(f"get where mrn={token}", got)
+        got = demo.run_client(gw, idp, "agent-1", [{
+            "op": "query", "collection": COLLECTION, "query_embeddings": [[0.9, 0.1, 0.0, 0.1]], "n_results": 1,
+            "where": {"mrn": token}, "include": ["metadatas"]}])[0]
+        show(f"query where mrn={token[:24]}...", got)
+        say("   (the gateway turned the token back into the MRN before forwarding, and masked the answer again)")
 
     step(4, "The agent tries to delete a record: no rule allows it (default deny)")
     show("agent delete p1", demo.run_client(gw, idp, "agent-1", [{"op": "delete", "collection": COLLECTION,
