@@ -165,7 +165,8 @@ def finish(demo: Demo, stop_gateway: Callable[[], None]) -> None:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     report_main(["--ledger", str(demo.workdir / "audit"), "--from", today, "--to", today, "--out", str(out),
                  "--signing-key", str(demo.keys["audit-signing.pem"]),
-                 "--witness", str(demo.workdir / "witness")])
+                 "--witness", str(demo.workdir / "witness"), "--tls-cert", str(demo.certs["server.crt"]),
+                 "--audit-key-file", str(demo.keys["audit-signing.pem"])])
     say(f"   packet written to {out} (open {out / 'packet.html'} or {out / 'packet.pdf'})")
 
 
