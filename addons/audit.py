@@ -14,6 +14,7 @@ and response as delivered, encrypted with AES-GCM) for session replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ log = logging.getLogger("phigate")
 
 # The gateway's own probes: polled every second by load balancers, they carry no data access.
 UNAUDITED_PATHS = frozenset({"/-/healthz", "/-/readyz"})
+OPEN_WAIT_S = 30.0
 DENY_STAGES = frozenset({Stage.IDENTITY, Stage.POLICY, Stage.APPROVAL})
 INT_OPTIONS = ("phigate_audit_checkpoint_events", "phigate_audit_checkpoint_seconds", "phigate_audit_seal_events",
                "phigate_retention_days", "phigate_session_idle_seconds")
@@ -159,6 +161,8 @@ class Audit:
         self._signing: Ed25519PrivateKey | None = None
         self._recording: recording.RecordingKey | None = None
         self._backlog: list[tuple[str, dict[str, Any]]] = []
+        # Set once `running` has opened the ledger (or failed to): flows finishing before that wait.
+        self._opened = asyncio.Event()
 
     def load(self, loader: Any) -> None:
         add = loader.add_option
@@ -235,8 +239,10 @@ class Audit:
         except LedgerError as exc:
             self.start_error = str(exc)
             log.error("phigate audit: %s; refusing all traffic", exc)
+            self._opened.set()
             return
         self.ledger = ledger
+        self._opened.set()
         ledger.start()
         sink.attach(ledger, asyncio.get_running_loop())
         rulefiles.on_version(self._rule_version)
@@ -303,7 +309,8 @@ class Audit:
     def request(self, flow: http.HTTPFlow) -> None:
         if is_settled(flow):
             return
-        reason = self.not_ready()
+        # Still starting (ledger not open yet): let it through; its response waits for the ledger.
+        reason = self.start_error or (self.ledger.broken if self.ledger is not None else None)
         if reason:
             # Threat: a request served while the ledger is down would be an unaudited PHI access.
             if self.ledger is not None:
@@ -326,6 +333,11 @@ class Audit:
         op = c.operation
         if op is not None and op.kind == OpKind.HEALTH and op.path in UNAUDITED_PATHS:
             return
+        if self.ledger is None and self.start_error is None:
+            # A flow that finished while the gateway was still starting: wait for the ledger rather
+            # than release it unaudited (or refuse a request a moment too early).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), OPEN_WAIT_S)
         ledger = self.ledger
         if ledger is None or ledger.broken:
             self._refuse(flow, c)

@@ -3,6 +3,7 @@ ledger cannot be written."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
@@ -209,6 +210,22 @@ async def test_a_second_process_on_the_same_node_id_records_as_its_own_node(
     await a.response(flow_with())
     held.close()
     assert rows(tmp_path, "SELECT node_id FROM events") == [("node-a.2",)]
+
+
+async def test_a_flow_finishing_before_the_ledger_opens_waits_for_it(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    a, _ = audit
+    early = tflow.tflow()
+    a.request(early)
+    assert early.response is None  # not refused while the gateway is still starting
+    f = flow_with()
+    pending = asyncio.ensure_future(a.response(f))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    a.running()
+    await pending
+    assert context(f).audit_seq is not None and f.response.status_code == 200
 
 
 def test_key_inside_the_audit_dir_is_refused(tmp_path: Path) -> None:
