@@ -26,11 +26,6 @@ FILTERED = {"n_results": 1, "where": {"mrn": "0042117"}}
 TOKEN_KEYS = "k1=" + base64.b64encode(b"t" * 32).decode()
 
 
-def audit_in_chain() -> bool:
-    body = (ROOT / "addons" / "chain.py").read_text().split("def build", 1)[1].split("]", 1)[0]
-    return "Audit()" in body.replace("# audit.Audit()", "")
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
     with RecordingUpstream({"POST " + QUERY: (200, {"ids": [["p1"]], "documents": [["note"]]})}) as server:
@@ -44,10 +39,6 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
         tmp_path / "p.pem"
     keys.generate_key_file(audit_key)
     keys.generate_key_file(packet_key)
-    extra = tmp_path / "audit_last.py"
-    # Until the Audit line is in addons/chain.py, it is loaded last as a second script.
-    extra.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom addons.audit import Audit\n"
-                     "addons = [Audit()]\n")
     options = {
         "phigate_rules": str(ROOT / "rules"), "phigate_profile": "chroma", "phigate_issuer": idp.issuer,
         "phigate_audience": "phigate", "phigate_backend_credential_env": CREDENTIAL_ENV,
@@ -57,8 +48,7 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
         "phigate_admin_port": "0",
     }
     env = {**os.environ, CREDENTIAL_ENV: "backend-secret", "PHIGATE_TOKEN_KEYS": TOKEN_KEYS}
-    gw = Gateway(upstream.url, options, env=env,
-                 args=() if audit_in_chain() else ("-s", str(extra))).start()
+    gw = Gateway(upstream.url, options, env=env).start()
     try:
         token = idp.token("clin-1")
         statuses = []
