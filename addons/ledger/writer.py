@@ -116,6 +116,7 @@ class Ledger:
         self._witness_file: AppendFile | None = None
         self._lock_fd = -1
         self._io = threading.Lock()
+        self._seal_lock = threading.Lock()
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-audit-fsync")
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -245,14 +246,16 @@ class Ledger:
             self._lock_fd = -1
 
     def seal_pending(self) -> None:
-        while self._to_seal:
-            path, first, last, peaks = self._to_seal[0]
-            try:
-                seal.seal(path, self.node_id, first, last, peaks)
-            except Exception as exc:  # noqa: BLE001 - the WAL stays the record; sealed at next start
-                log.error("phigate audit: sealing %s failed (%s: %s)", path.name, type(exc).__name__, exc)
-                return
-            self._to_seal.pop(0)
+        # One sealer at a time: the background sealer and close() must never build the same segment.
+        with self._seal_lock:
+            while self._to_seal:
+                path, first, last, peaks = self._to_seal[0]
+                try:
+                    seal.seal(path, self.node_id, first, last, peaks)
+                except Exception as exc:  # noqa: BLE001 - the WAL stays the record; sealed at next start
+                    log.error("phigate audit: sealing %s failed (%s: %s)", path.name, type(exc).__name__, exc)
+                    return
+                self._to_seal.pop(0)
 
     # ------------------------------------------------------------------ staging (event loop)
 
@@ -490,7 +493,7 @@ class Ledger:
         self._kick()
 
     def _reset_files(self) -> _State:
-        with self._io:
+        with self._seal_lock, self._io:
             if self._wal is not None:
                 path, good = self._wal.path, self._good_offset
                 self._wal.close()

@@ -262,3 +262,17 @@ async def test_sink_records_from_other_threads_on_the_running_ledger(tmp_path: P
     led.close()
     con = open_ledger(tmp_path / "audit")
     assert con.execute("SELECT hold_id, outcome, approvers FROM approvals").fetchall() == [("h1", "granted", ["o"])]
+
+
+async def test_close_while_the_background_sealer_runs_seals_each_segment_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    led = make(tmp_path, seal_events=200)
+    led.start()
+    for _ in range(4):
+        await asyncio.gather(*(led.append("event", {"request_id": "x"}) for _ in range(250)))
+    led.close()  # the background sealer is most likely still busy with a segment
+    assert not [r for r in caplog.records if "sealing" in r.getMessage()]
+    files = layout.list_node(led.dir)
+    assert len(files.sealed) == 4 and not files.wals[:-1]
+    assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
