@@ -299,14 +299,32 @@ class Gateway:
                 argv += [flags[k], v] if k in flags else ["--set", f"{k}={v}"]
         self.proc = Process("gateway", argv, env=env, cwd=ROOT)
 
-    def start(self, timeout: float = 30.0) -> Gateway:
+    def start(self, timeout: float = 30.0, ready_timeout: float = 5.0) -> Gateway:
         self.proc.start()
         try:
             wait_http(f"{self.url}/-/healthz", timeout, self.proc.proc, cafile=self.tls_ca)
         except Exception:
             self.proc.stop()
             raise RuntimeError(f"gateway did not start:\n{self.proc.log()[-4000:]}") from None
+        self.wait_ready(ready_timeout)
         return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until /-/readyz says ready (the audit ledger is open, keys are fetched, ...).
+
+        Not an error when it stays unready: some tests start gateways that must not be ready
+        (unreachable issuer, broken audit store) and check what clients get then."""
+        import ssl
+
+        tls = ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/readyz", timeout=2, context=tls):
+                    return True
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        return False
 
     def stop(self) -> None:
         self.proc.stop()
