@@ -95,10 +95,16 @@ async def test_timed_checkpoints_during_inflight_batches_sign_the_right_tree(
     monkeypatch.setattr(os, "fdatasync", slow)
     loop = asyncio.get_running_loop()
     end = loop.time() + 2.6
-    n = 0
-    while loop.time() < end:
-        await asyncio.gather(*(led.append("event", {"request_id": f"r{n}-{i}"}) for i in range(3)))
-        n += 1
+
+    async def producer(p: int) -> None:
+        # Independent flows: new records are staged while an earlier batch's fsync is in flight.
+        n = 0
+        while loop.time() < end:
+            await led.append("event", {"request_id": f"r{p}-{n}"})
+            n += 1
+            await asyncio.sleep(0.003 * p)
+
+    await asyncio.gather(*(producer(p) for p in range(8)))
     monkeypatch.setattr(os, "fdatasync", real)
     led.close()
     report = verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson")
