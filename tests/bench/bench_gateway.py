@@ -1,6 +1,7 @@
 """Throughput and latency of small requests: (a) direct Chroma, (b) bare mitmdump reverse proxy,
 (c) the core chain (identity + classify + policy + forward, tests/bench/chain_core.py), (d) the full
-chain (addons/chain.py: + approvals, masking, audit), all under stock mitmdump, in one run, with ratios.
+chain (addons/chain.py: + approvals, masking, audit) under stock mitmdump, and (e) the full chain in
+the lean engine as `./run.sh gateway` runs it, in one run, with ratios.
 
     .phigate/venv/bin/python -m tests.bench.bench_gateway [--runs 3] [--seconds 5] [--connections 16]
 
@@ -105,7 +106,11 @@ def main() -> int:
         full = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit"),
                                     "phigate_holds_db": str(workdir / "holds.sqlite"), "phigate_admin_port": "0"},
                        runner="mitmdump").start()
-        for gw in (core, full):
+        # The same full chain as ./run.sh gateway runs it: the lean engine (addons/engine.py).
+        lean = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit-lean"),
+                                    "phigate_holds_db": str(workdir / "holds-lean.sqlite"), "phigate_admin_port": "0"},
+                       runner="lean").start()
+        for gw in (core, full, lean):
             # One warm-up each: the collection's UUID -> name is learned from the client's lookup.
             warm = chroma_steps(gw.url, token, [{"op": "count", "collection": COLLECTION}])
             if not warm[0]["ok"]:
@@ -116,6 +121,7 @@ def main() -> int:
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}{path}", {}),
             "core chain": (f"{core.url}{path}", auth),
             "full chain": (f"{full.url}{path}", auth),
+            "full chain, lean": (f"{lean.url}{path}", auth),
         }
         try:
             rps: dict[str, list[float]] = {k: [] for k in targets}
@@ -130,6 +136,7 @@ def main() -> int:
         finally:
             core.stop()
             full.stop()
+            lean.stop()
             bare.stop()
 
     med = {k: statistics.median(v) for k, v in rps.items()}
@@ -137,12 +144,12 @@ def main() -> int:
     m99 = {k: statistics.median(v) for k, v in p99.items()}
     print(f"small request: GET {path.split('collections/')[0]}collections/<id>/count, "
           f"{args.runs} runs x {args.seconds}s, {args.connections} connections")
-    print(f"{'target':<16}{'req/s (median)':>16}{'runs':>28}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'target':<18}{'req/s (median)':>16}{'runs':>28}{'p50 ms':>10}{'p99 ms':>10}")
     for k in targets:
         runs = ", ".join(f"{x:.0f}" for x in rps[k])
-        print(f"{k:<16}{med[k]:>16.0f}{runs:>28}{m50[k]:>10.2f}{m99[k]:>10.2f}")
+        print(f"{k:<18}{med[k]:>16.0f}{runs:>28}{m50[k]:>10.2f}{m99[k]:>10.2f}")
     print(f"bare mitmdump / direct throughput: {med['bare mitmdump'] / med['direct']:.3f}")
-    for name in ("core chain", "full chain"):
+    for name in ("core chain", "full chain", "full chain, lean"):
         print(f"{name} / bare mitmdump throughput: {med[name] / med['bare mitmdump']:.2f}"
               + (" (target >= 0.85: identity + policy)" if name == "core chain" else ""))
         print(f"{name} added p50 latency vs bare mitmdump: {m50[name] - m50['bare mitmdump']:.2f} ms"
