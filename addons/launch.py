@@ -20,6 +20,18 @@ class LaunchError(Exception):
     pass
 
 
+# (flag, option, help) for the settings every real deployment gives, so they need no `--set`.
+FILE_FLAGS = (
+    ("--audit-dir", "phigate_audit_dir", "folder of the tamper-evident audit ledger"),
+    ("--audit-key-file", "phigate_audit_key_file", "Ed25519 key that signs audit checkpoints (kept away "
+                                                   "from the ledger)"),
+    ("--witness", "phigate_witness", "file or folder outside the audit folder that receives every checkpoint"),
+    ("--recording-key-file", "phigate_recording_key_file", "AES-GCM key(s) for encrypted session recordings"),
+    ("--token-key-file", "phigate_token_key_file", "keys for consistent PHI tokens (masking)"),
+    ("--node-id", "phigate_node_id", "this gateway's node id in the audit ledger"),
+)
+
+
 def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
@@ -53,6 +65,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="file holding the backend's own credential (env PHIGATE_BACKEND_CREDENTIAL_FILE)")
     p.add_argument("--no-backend-credential", action="store_true",
                    help="the backend takes no credential (say so explicitly)")
+    # Secrets and the audit trail: files (or env vars) outside the repository, made for development by
+    # `./run.sh keys`. Each flag is a shorthand for the `--set` option named in its help.
+    for flag, option, help_ in FILE_FLAGS:
+        p.add_argument(flag, default=env("PHIGATE_" + option.removeprefix("phigate_").upper()),
+                       help=f"{help_} (--set {option}; env PHIGATE_{option.removeprefix('phigate_').upper()})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="OPTION=VALUE",
                    help="any other mitmproxy/phigate option, as for mitmdump --set (repeatable)")
     p.add_argument("--engine", choices=("lean", "mitmdump"), default=env("PHIGATE_ENGINE", "lean"),
@@ -89,6 +106,10 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
     if not args.plain_http and not Path(args.cert).is_file():
         problems.append(f"--cert: {args.cert} does not exist; run ./run.sh certs, or pass --plain-http "
                         "for a loopback test")
+    for flag, option, _ in FILE_FLAGS:
+        value = getattr(args, option.removeprefix("phigate_"), "")
+        if value and flag.endswith("-file") and not Path(value).is_file():
+            problems.append(f"{flag}: {value} does not exist (./run.sh keys makes development keys)")
     for item in args.sets:
         if "=" not in item:
             problems.append(f"--set {item!r}: expected OPTION=VALUE")
@@ -106,6 +127,10 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
         "phigate_backend_credential_none": "true" if args.no_backend_credential else "false",
         "phigate_allow_plain_http": "true" if args.plain_http else "false",
     }
+    for _, option, _ in FILE_FLAGS:
+        value = getattr(args, option.removeprefix("phigate_"), "")
+        if value:
+            opts[option] = value
     if getattr(args, "engine", "mitmdump") == "mitmdump":
         # Quiet console: flow lines would print paths, which can carry identifiers. (The lean
         # engine has no flow dumper at all, so the option does not exist there.)
@@ -132,6 +157,10 @@ def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None
     """The command line of one gateway process (the chosen engine), listening on host:port."""
     host = args.host if host is None else host
     port = args.port if port is None else port
+    for _, option, _ in FILE_FLAGS:
+        value = getattr(args, option.removeprefix("phigate_"), "")
+        if value:
+            opts[option] = value
     if getattr(args, "engine", "mitmdump") == "mitmdump":
         argv = [str(Path(sys.executable).parent / "mitmdump"), "-s", str(ROOT / "addons" / "chain.py")]
     else:

@@ -43,3 +43,19 @@ def test_valid_arguments_become_mitmdump_options(monkeypatch: pytest.MonkeyPatch
     assert argv[argv.index("--mode") + 1] == "reverse:http://127.0.0.1:8000@127.0.0.1:8443"
     assert argv[argv.index("--certs") + 1] == f"*={cert}"
     assert "phigate_issuer=http://127.0.0.1:9412" in argv
+
+
+def test_key_and_audit_flags_become_options_and_missing_files_are_named(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRED", "x")
+    tokens = tmp_path / "token-keys"
+    tokens.write_text("*k1=c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0")
+    base = ["--upstream", "http://127.0.0.1:8000", "--issuer", "http://127.0.0.1:9412", "--rules", str(ROOT / "rules"),
+            "--backend-credential-env", "CRED", "--plain-http"]
+    opts = phigate_options(parse([*base, "--audit-dir", str(tmp_path / "audit"), "--token-key-file", str(tokens),
+                                  "--node-id", "gw-a"]))
+    assert opts["phigate_audit_dir"] == str(tmp_path / "audit")
+    assert opts["phigate_token_key_file"] == str(tokens) and opts["phigate_node_id"] == "gw-a"
+    assert "phigate_witness" not in opts  # unset flags leave the addon's default alone
+    with pytest.raises(LaunchError, match=r"--audit-key-file: .*nope.pem does not exist \(./run.sh keys"):
+        phigate_options(parse([*base, "--audit-key-file", str(tmp_path / "nope.pem")]))
