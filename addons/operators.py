@@ -7,6 +7,7 @@ identifier type of the target (MRN, PATIENT_NAME, DOCUMENT) used in placeholders
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import hashlib
 import os
@@ -42,7 +43,7 @@ class Run(Protocol):
     def count_type(self, label: str, n: int = 1) -> None: ...
 
 
-class Operator:
+class Operator(abc.ABC):
     name: ClassVar[str]
     # Params this operator accepts (anything else is a load error: a typo must not mask less).
     params_allowed: ClassVar[frozenset[str]] = frozenset()
@@ -55,11 +56,12 @@ class Operator:
             raise OperatorError(f"unknown params {sorted(extra)} for {self.name}; allowed: {allowed}")
         self.validate(params)
 
-    def validate(self, params: Mapping[str, Any]) -> None:
+    def validate(self, params: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook: most operators take no params
         """Check and keep params (raise OperatorError)."""
 
+    @abc.abstractmethod
     def apply(self, value: Any, label: str, run: Run) -> Any:
-        raise NotImplementedError
+        """The masked form of one value (or DROP)."""
 
 
 def _text(value: Any) -> str:

@@ -381,13 +381,6 @@ def test_fifty_holds_do_not_slow_ordinary_queries(env: Env) -> None:
     assert results == [200] * 50
 
 
-def _audit_in_chain() -> bool:
-    import addons.chain as chain
-
-    return any(type(a).__name__ == "Audit" for a in chain.build())
-
-
-@pytest.mark.skipif(not _audit_in_chain(), reason="the Audit addon is not in addons/chain.py yet")
 def test_approvals_records_reach_the_audit_ledger(gateway_factory: Callable[..., Gateway], chroma: Chroma,
                                                   idp: Idp, tmp_path: Path) -> None:
     from addons.ledger.read import open_ledger
