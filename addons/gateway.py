@@ -53,9 +53,29 @@ REQUIRED = (
 RELOAD_INTERVAL_S = 1.0
 
 
+def follow_verbosity() -> None:
+    """Keep the `phigate` logger's level at the console's verbosity (termlog_verbosity).
+
+    Stock mitmdump sets the root logger to DEBUG and lets each handler filter. So every
+    `log.debug` on the request path built a LogRecord, formatted it, and mitmproxy's deprecated
+    `add_log` relay then dispatched it as an event to every addon: ~0.2 ms of CPU per request
+    for a line nobody prints (measured with py-spy under tests/bench/bench_gateway.py). At the
+    verbosity termlog prints, a debug call returns at `isEnabledFor`. Output is unchanged:
+    termlog prints from its verbosity up, and nothing in the chain listens to `add_log`.
+    (The lean engine does the same for the root logger: addons/engine.py RootLogLevel.)
+    """
+    if "termlog_verbosity" not in ctx.options:  # no console log (e.g. unit tests): leave it
+        return
+    level = logging.getLevelName(str(ctx.options.termlog_verbosity).upper())
+    log.setLevel(level if isinstance(level, int) else logging.NOTSET)
+
+
 class Gateway:
     def __init__(self) -> None:
         self._reloader: asyncio.Task[None] | None = None
+        # Read at configure, not per request (`ctx.options.x` deep-copies on every read). Off
+        # until configure says otherwise: fail closed.
+        self._allow_plain_http = False
 
     def load(self, loader: object) -> None:
         add = loader.add_option  # type: ignore[attr-defined]
@@ -66,6 +86,16 @@ class Gateway:
             "Accept clients over plain HTTP. Off by default: PHI and tokens travel only over TLS.")
 
     def configure(self, updated: set[str]) -> None:
+        # (The option belongs to mitmproxy's proxy server addon, absent in bare unit-test contexts.)
+        if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
+            # mitmproxy's default ("eager") connects to the backend as soon as a client connects,
+            # before any hook has run: a refused or unauthenticated caller would still make the
+            # gateway touch the backend, and a dead backend would take /-/healthz down with it.
+            ctx.options.connection_strategy = "lazy"
+        if "termlog_verbosity" in updated:
+            follow_verbosity()
+        if "phigate_allow_plain_http" in updated:
+            self._allow_plain_http = bool(ctx.options.phigate_allow_plain_http)
         if "phigate_rules" in updated and ctx.options.phigate_rules:
             rules = Path(ctx.options.phigate_rules)
             if not rules.is_dir():
@@ -78,6 +108,8 @@ class Gateway:
                 log.error("phigate: option %s is not set: set %s (%s)", name, what, example)
             ctx.master.shutdown()
             return
+        # The option's first value may have been set before this addon was loaded.
+        follow_verbosity()
         self._reloader = asyncio.get_running_loop().create_task(self._reload_loop())
 
     def done(self) -> None:
@@ -99,7 +131,7 @@ class Gateway:
             return
         # 164.312(e)(1): a bearer token or PHI sent in clear text is already exposed; refuse it
         # rather than serve it, unless plain HTTP was asked for explicitly (loopback tests, demo).
-        if not flow.client_conn.tls_established and not ctx.options.phigate_allow_plain_http:
+        if not flow.client_conn.tls_established and not self._allow_plain_http:
             refuse(flow, Stage.GATEWAY, 400, "tls_required",
                    "this gateway accepts HTTPS only (plain HTTP is off: phigate_allow_plain_http)")
             return

@@ -85,3 +85,13 @@ def test_rules_option_must_be_a_folder(tmp_path) -> None:
     gw = Gateway()
     with taddons.context(gw) as tctx, pytest.raises(Exception, match="is not a folder"):
         tctx.configure(gw, phigate_rules=str(tmp_path / "nope"))
+
+
+def test_connections_to_the_backend_are_lazy() -> None:
+    # A refused request must never have opened a backend connection (mitmproxy's default is eager).
+    from mitmproxy.addons.proxyserver import Proxyserver
+
+    gw = Gateway()
+    with taddons.context(Proxyserver(), gw) as tctx:
+        tctx.configure(gw, connection_strategy="eager")
+        assert tctx.options.connection_strategy == "lazy"
