@@ -280,5 +280,9 @@ async def test_close_while_the_background_sealer_runs_seals_each_segment_once(
     led.close()  # the background sealer is most likely still busy with a segment
     assert not [r for r in caplog.records if "sealing" in r.getMessage()]
     files = layout.list_node(led.dir)
-    assert len(files.sealed) == 4 and not files.wals[:-1]
+    # Four group commits of 250 rotate after each full segment: at least three are sealed (a fourth
+    # only if close()'s final checkpoint record lands in a full segment, which depends on timing),
+    # each exactly once, and only the active write-ahead segment stays open.
+    firsts = [seg.first for seg in files.sealed]
+    assert len(firsts) >= 3 and len(firsts) == len(set(firsts)) and not files.wals[:-1]
     assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
