@@ -131,14 +131,18 @@ def play(demo: Demo, idp: Idp, chroma: Chroma, gw: Gateway) -> None:
     show("drop", demo.run_client(gw, idp, "admin-1", [{"op": "drop", "collection": COLLECTION}])[0])
 
     step(6, "The clinician exports the whole collection: held until a privacy officer approves")
+    result, seconds = held_export_approved(admin_url, idp, lambda: demo.run_client(
+        gw, idp, "clin-1", [{"op": "get", "collection": COLLECTION, "include": ["metadatas"]}])[0])
+    show(f"clinician's export, completed after {seconds:.1f}s", result)
+
+
+def held_export_approved(admin_url: str, idp: Idp,
+                         export: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    """Run `export` (a client call the gateway holds) in the background, approve its hold as a second
+    identity (approver-1) through the admin API, and return the client's result and its wait."""
     held: dict[str, Any] = {}
-
-    def export() -> None:
-        held["result"] = demo.run_client(gw, idp, "clin-1", [{"op": "get", "collection": COLLECTION,
-                                                              "include": ["metadatas"]}])[0]
-
     t0 = time.monotonic()
-    worker = threading.Thread(target=export)
+    worker = threading.Thread(target=lambda: held.update(result=export()))
     worker.start()
     approver = AdminClient(admin_url, idp.token("approver-1"))
     hold = approver.wait_for_pending(lambda h: h.get("operation") == "export", timeout=60)
@@ -147,8 +151,8 @@ def play(demo: Demo, idp: Idp, chroma: Chroma, gw: Gateway) -> None:
     decided = approver.approve(str(hold["hold_id"]), "quarterly chart review, ticket PRIV-1042")
     say(f"   approver-1 (privacy-office) approved: state {decided.get('state')}")
     worker.join(timeout=120)
-    show(f"clinician's export, completed after {time.monotonic() - t0:.1f}s", held.get("result", {
-        "ok": False, "error": {"message": "no answer"}}))
+    no_answer = {"ok": False, "status": 0, "result": {"error": "no answer"}, "error": {"message": "no answer"}}
+    return held.get("result", no_answer), time.monotonic() - t0
 
 
 def finish(demo: Demo, stop_gateway: Callable[[], None]) -> None:

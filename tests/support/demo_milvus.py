@@ -24,8 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from addons.cli_approvals import AdminClient
-from tests.support.demo import Demo, finish, say, step
+from tests.support.demo import Demo, finish, held_export_approved, say, step
 from tests.support.milvus_server import ROOT_CREDENTIAL, Milvus
 from tests.support.servers import Gateway, Idp
 
@@ -111,25 +110,9 @@ def play(demo: Demo, idp: Idp, milvus: Milvus, gw: Gateway) -> None:
     show("drop", admin("collections/drop", {"collectionName": COLLECTION}))
 
     step(5, "The clinician pages through the whole collection (an export): held until a privacy officer approves")
-    held: dict[str, Any] = {}
-
-    def export() -> None:
-        held["result"] = clin("query", {"collectionName": COLLECTION, "filter": "id > 0", "outputFields": FIELDS,
-                                        "limit": 100, "offset": 0})
-
-    t0 = time.monotonic()
-    worker = threading.Thread(target=export)
-    worker.start()
-    approver = AdminClient(admin_url, idp.token("approver-1"))
-    hold = approver.wait_for_pending(lambda h: h.get("operation") == "export", timeout=60)
-    say(f"   held: hold {hold['hold_id']} for {hold.get('requester') or hold.get('subject')}, "
-        f"rule {hold.get('rule_id')}; the clinician's client is waiting")
-    decided = approver.approve(str(hold["hold_id"]), "quarterly chart review, ticket PRIV-1042")
-    say(f"   approver-1 (privacy-office) approved: state {decided.get('state')}")
-    worker.join(timeout=120)
-    show(f"clinician's export, completed after {time.monotonic() - t0:.1f}s",
-         held.get("result", {"ok": False, "status": 0, "result": {"error": "no answer"}}))
-
+    result, seconds = held_export_approved(admin_url, idp, lambda: clin(
+        "query", {"collectionName": COLLECTION, "filter": "id > 0", "outputFields": FIELDS, "limit": 100, "offset": 0}))
+    show(f"clinician's export, completed after {seconds:.1f}s", result)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point the lead's `tests/support/demo.py` hands `--backend milvus` to (same flags)."""
