@@ -11,6 +11,7 @@ section and are compiled with the rest at load.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
@@ -57,6 +58,10 @@ class Recogniser:
     digits: bool = False
     # A cheap pattern that must be found in the text first (the distinctive part of a costly one).
     gate: re.Pattern[str] | None = None
+    # No match holds whitespace and every one holds a key: only the whitespace-delimited words
+    # holding a key are scanned, not the whole text (a pattern with no fixed first character
+    # costs a regex attempt at every position of a scanned text).
+    token: bool = False
 
 
 _MONTH = (
@@ -67,7 +72,21 @@ _STATES = (
     "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH"
     " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP FM MH PW"
 ).split()
-_STATE = "(?:" + "|".join(_STATES) + ")"
+
+
+def _by_first_letter(words: Sequence[str]) -> str:
+    """An alternation of `words` grouped by first letter, each group in the given order.
+
+    The same matches in the same order of preference (words of different first letters never
+    compete at one place), but `re` tries each alternative of a flat alternation one after the
+    other: a street-suffix list of 300 words cost about a microsecond at every number it follows."""
+    groups: dict[str, list[str]] = {}
+    for w in words:
+        groups.setdefault(w[0], []).append(re.escape(w[1:]))
+    return "(?:" + "|".join(f"{re.escape(c)}(?:{'|'.join(rest)})" for c, rest in groups.items()) + ")"
+
+
+_STATE = _by_first_letter(_STATES)
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
 _SUFFIXES = """
 Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
@@ -92,7 +111,7 @@ Trak Trafficway Trfy Trail Trl Trailer Trlr Tunnel Tunl Turnpike Tpke Underpass 
 Valley Vly Valleys Vlys Viaduct Via Vw View Views Vws Village Vlg Villages Vlgs Ville Vl Vista Vis Walk
 Walks Wall Way Ways Well Wl Wells Wls
 """.split()
-_SUFFIX = "(?:" + "|".join(sorted(set(_SUFFIXES), key=len, reverse=True)) + r")\.?"
+_SUFFIX = _by_first_letter(sorted(set(_SUFFIXES), key=len, reverse=True)) + r"\.?"
 _CAPW = "[A-Z][A-Za-z'\u2019\\-]*"
 _UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?\s*#?\s*[A-Za-z0-9\-]+)"
 _CITY_STATE_ZIP = (
@@ -139,7 +158,8 @@ def _has_digits(m: re.Match[str], n: int = 2) -> bool:
 
 
 BUILTIN: tuple[Recogniser, ...] = (
-    Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",)),
+    Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",),
+               token=True),
     Recogniser(
         "URL",
         re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]", re.IGNORECASE),
@@ -154,6 +174,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         ),
         0.95,
         keys=tuple(f".{tld}/" for tld in "com org net edu gov info biz io us health care mil co".split()),
+        token=True,
     ),
     Recogniser(
         "IP",
@@ -168,6 +189,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
         0.95,
         keys=(":",),
+        token=True,
         validate=lambda m: m.group(0).count(":") >= 2 and checks.ip_ok(m.group(0)) and len(m.group(0)) > 6,
     ),
     Recogniser(
@@ -345,11 +367,13 @@ BUILTIN: tuple[Recogniser, ...] = (
         "v",
         validate=_has_digits,
     ),
-    Recogniser("LICENSE", re.compile(r"\b[A-Z]{2}\d{7}\b"), 0.8, validate=lambda m: checks.dea_ok(m.group(0))),
+    Recogniser("LICENSE", re.compile(r"\b[A-Z]{2}\d{7}\b"), 0.8, validate=lambda m: checks.dea_ok(m.group(0)),
+               gate=re.compile(r"[A-Z]{2}\d{7}")),
     Recogniser(
         "VEHICLE",
         re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b"),
         0.9,
+        gate=re.compile(r"[A-HJ-NPR-Z0-9]{17}"),
         validate=lambda m: checks.vin_ok(m.group(0)),
     ),
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
@@ -404,7 +428,16 @@ class DetectConfig:
 
 
 class Detector:
-    """All recognisers, compiled once. `find(text)` returns non-overlapping spans in text order."""
+    """All recognisers, compiled once. `find(text)` returns non-overlapping spans in text order.
+
+    Speed (masking a never-seen note is on the response path): Python's `re` skips quickly only to
+    a pattern's fixed first character, and almost no recogniser has one, so a plain scan costs a
+    regex attempt per recogniser at every position of the text. Instead each recogniser is tried
+    only where a match can start: label patterns where one of their label words begins, number
+    patterns at the start of a run of digits (after one combined attempt there says that at least
+    one of them matches), no-whitespace patterns inside the words holding their key. Each of these
+    is a superset of the places the pattern can match, so the spans found are the same as a scan's.
+    """
 
     def __init__(self, config: DetectConfig | None = None) -> None:
         cfg = config or DetectConfig()
@@ -417,14 +450,47 @@ class Detector:
         self._cache_key = os.urandom(32)
         self.names = cfg.names and "NAME" not in cfg.disabled
         # (recogniser, keys, anchored): an anchored recogniser is a label pattern whose every match
-        # starts at one of its keys, so it is tried only where a key occurs (str.find), not scanned.
+        # starts at one of its keys, so it is tried only where a key occurs, not scanned.
         gated = [
             (r, r.keys or literal_keys(r.pattern), not r.keys and bool(literal_keys(r.pattern)))
             for r in self.recognisers
         ]
         self._all = tuple(gated)
         # Only texts holding a digit, '@' or 'www.' can hold most pattern types: skip those scans else.
-        self._digitless = tuple(g for g in gated if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
+        self._digitless = frozenset(i for i, g in enumerate(gated) if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
+        self._anchored = tuple(i for i, g in enumerate(gated) if g[2])
+        self._digits = tuple(i for i, g in enumerate(gated) if not g[2] and g[0].digits)
+        self._tokens = tuple(i for i, g in enumerate(gated) if not g[2] and not g[0].digits and g[0].token and g[1])
+        self._scans = tuple(i for i, g in enumerate(gated)
+                            if i not in self._anchored and i not in self._digits and i not in self._tokens)
+        # Label words by their first two letters (every key has two): where a key occurs, only the
+        # recognisers with a key there are tried.
+        by_pair: dict[str, list[tuple[str, int]]] = {}
+        for i in self._anchored:
+            for k in gated[i][1]:
+                by_pair.setdefault(k[:2], []).append((k, i))
+        self._by_pair = {pair: tuple(sorted(v, key=lambda ki: ki[1])) for pair, v in by_pair.items()}
+        # Where a label word begins (every label pattern starts with \b before a word character).
+        # Branches by literal first letter let `re` jump between candidate letters in C; the
+        # look-behind after that letter keeps word starts only; the rest is a look-ahead so that
+        # a label inside another ("birth" in "date of birth") is found too.
+        rests: dict[str, set[str]] = {}
+        for i in self._anchored:
+            for k in gated[i][1]:
+                rests.setdefault(k[0], set()).add(k[1:])
+        self._key_re = (
+            re.compile("|".join(
+                f"{re.escape(c)}(?<!\\w.)(?={'|'.join(re.escape(x) for x in sorted(rest, key=len, reverse=True))})"
+                for c, rest in sorted(rests.items())
+            ), re.DOTALL)
+            if by_pair and all(len(pair) == 2 and pair[0].isalnum() for pair in by_pair) else None
+        )
+        # One attempt of all number patterns at once at a digit run: most runs (doses, vitals,
+        # times) start none of them, and those are dismissed with one regex call, not a dozen.
+        # `_rest[k]`: the same for the patterns from the k-th on; the branch that matched tells
+        # which patterns cannot match there (those before it), so few are tried one by one.
+        self._rest = tuple(_combined([gated[i][0].pattern for i in self._digits[k:]])
+                           for k in range(len(self._digits)))
 
     def find(self, text: str) -> list[Span]:
         """Spans of identifiers in `text`, remembered per text (see `_cache`)."""
@@ -442,28 +508,42 @@ class Detector:
         return spans
 
     def _find(self, text: str) -> list[Span]:
-        candidates: list[Span] = []
         has_digit = any(ch.isdigit() for ch in text) if len(text) < 64 else _DIGIT.search(text) is not None
-        recs = self._all if (has_digit or "@" in text or "www." in text) else self._digitless
+        every = has_digit or "@" in text or "www." in text
         low = text.lower()
         aligned = len(low) == len(text)  # lower() can lengthen some letters; then positions differ
-        runs: list[int] | None = None
-        for rec, keys, anchored in recs:
+        # Matches per recogniser, concatenated in recogniser order at the end: `resolve` breaks
+        # ties by that order, so it must not depend on the order in which places were visited.
+        found: list[list[re.Match[str]]] = [[] for _ in self._all]
+
+        def wanted(i: int) -> bool:
+            rec, keys, _ = self._all[i]
+            if not every and i not in self._digitless:
+                return False
             if keys and not any(k in low for k in keys):
-                continue
-            if rec.gate is not None and rec.gate.search(text) is None:
-                continue
-            matches: Iterable[re.Match[str] | None]
-            if anchored and aligned:
-                matches = (rec.pattern.match(text, i) for i in _positions(low, keys))
-            elif rec.digits:
-                if runs is None:
-                    runs = [m.start() for m in _RUNS.finditer(text)]
-                matches = (rec.pattern.match(text, i) for i in runs)
-            else:
-                matches = rec.pattern.finditer(text)
+                return False
+            return rec.gate is None or rec.gate.search(text) is not None
+
+        if aligned and self._key_re is not None and (every or not self._digitless.isdisjoint(self._anchored)):
+            self._at_keys(text, low, found, every)
+        else:
+            for i in self._anchored:
+                if wanted(i):
+                    found[i].extend(self._all[i][0].pattern.finditer(text))
+        digits = [i for i in self._digits if wanted(i)]
+        if digits:
+            self._at_runs(text, frozenset(digits), found)
+        for i in self._tokens:
+            if wanted(i):
+                found[i].extend(self._in_words(i, text, low, aligned))
+        for i in self._scans:
+            if wanted(i):
+                found[i].extend(self._all[i][0].pattern.finditer(text))
+        candidates: list[Span] = []
+        for i, matches in enumerate(found):
+            rec = self._all[i][0]
             for m in matches:
-                if m is None or (rec.validate is not None and not rec.validate(m)):
+                if rec.validate is not None and not rec.validate(m):
                     continue
                 s, e = m.span(rec.group)
                 if s < 0 or e <= s:
@@ -474,6 +554,73 @@ class Detector:
             for s, e, score in find_names(text):
                 candidates.append(Span(s, e, "NAME", score))
         return resolve(candidates)
+
+    def _at_runs(self, text: str, wanted: frozenset[int], found: list[list[re.Match[str]]]) -> None:
+        """Number patterns, tried at the start of each run of digits."""
+        order, rest, recs = self._digits, self._rest, self._all
+        if not rest or any(r is None for r in rest):  # a pattern `_combined` could not rewrite
+            for run in _RUNS.finditer(text):
+                for i in wanted:
+                    m = recs[i][0].pattern.match(text, run.start())
+                    if m is not None:
+                        found[i].append(m)
+            return
+        first = rest[0]
+        assert first is not None
+        hit: re.Match[str] | None
+        for run in _RUNS.finditer(text):
+            r = run.start()
+            hit = first.match(text, r)
+            k = 0
+            while hit is not None:
+                k += (hit.lastindex or 1) - 1  # the branch that matched, counted from k
+                i = order[k]
+                if i in wanted:
+                    m = recs[i][0].pattern.match(text, r)
+                    if m is not None:
+                        found[i].append(m)
+                k += 1
+                nxt = rest[k] if k < len(rest) else None
+                hit = nxt.match(text, r) if nxt is not None else None
+
+    def _at_keys(self, text: str, low: str, found: list[list[re.Match[str]]], every: bool) -> None:
+        """Label patterns, each tried at the places where one of its label words begins."""
+        assert self._key_re is not None
+        by_pair = self._by_pair
+        allowed = None if every else self._digitless
+        for m in self._key_re.finditer(low):
+            p = m.start()
+            last = -1
+            for key, i in by_pair.get(low[p : p + 2], ()):
+                if i != last and low.startswith(key, p) and (allowed is None or i in allowed):
+                    last = i
+                    hit = self._all[i][0].pattern.match(text, p)
+                    if hit is not None:
+                        found[i].append(hit)
+
+    def _in_words(self, i: int, text: str, low: str, aligned: bool) -> list[re.Match[str]]:
+        """A token recogniser's matches: a match holds no whitespace and holds a key, so it lies in
+        a whitespace-delimited word holding a key; each such word is scanned once. Words bounded by
+        anything but a plain space (a tab, a newline, an unusual space) fall back to a full scan."""
+        rec, keys, _ = self._all[i]
+        if not aligned:
+            return list(rec.pattern.finditer(text))
+        words: set[tuple[int, int]] = set()
+        for k in keys:
+            at = low.find(k)
+            while at >= 0:
+                start = text.rfind(" ", 0, at) + 1
+                end = text.find(" ", at)
+                if end < 0:
+                    end = len(text)
+                if not text[start:end].isprintable():  # other whitespace in the word: be exact
+                    return list(rec.pattern.finditer(text))
+                words.add((start, end))
+                at = low.find(k, end)
+        out: list[re.Match[str]] = []
+        for start, end in sorted(words):
+            out.extend(rec.pattern.finditer(text, start, end))
+        return out
 
     def replace(self, text: str, replacement: Callable[[Span, str], str]) -> tuple[str, list[Span]]:
         spans = self.find(text)
@@ -514,16 +661,69 @@ def _top_level_bar(p: str, i: int) -> bool:
 
 
 _RUNS = re.compile(r"[(+]?\d+")
+# The parts of a pattern's text `_combined` rewrites or must step over: an escape (or a numbered
+# back-reference), a named group, a named back-reference, a character class, a group's opening and
+# closing parenthesis.
+_PARTS = re.compile(r"\\(?:[1-9]\d?|.)|\(\?P<\w+>|\(\?P=\w+\)|\[(?:\\.|[^\]\\])+\]|\(\??|\)", re.DOTALL)
 
 
-def _positions(low: str, keys: tuple[str, ...]) -> list[int]:
-    found: set[int] = set()
-    for k in keys:
-        i = low.find(k)
-        while i >= 0:
-            found.add(i)
-            i = low.find(k, i + 1)
-    return sorted(found)
+def _groups(pattern: str) -> dict[str, str]:
+    """The text of each capturing group of `pattern`, by number and by name."""
+    out: dict[str, str] = {}
+    stack: list[tuple[int, list[str]]] = []
+    count = 0
+    for part in _PARTS.finditer(pattern):
+        tok = part.group(0)
+        if tok == "(" or tok.startswith("(?P<"):
+            count += 1
+            ids = [str(count)] + ([tok[4:-1]] if tok.startswith("(?P<") else [])
+            stack.append((part.end(), ids))
+        elif tok == "(?":
+            stack.append((part.end(), []))
+        elif tok == ")" and stack:
+            start, ids = stack.pop()
+            for gid in ids:
+                out[gid] = pattern[start : part.start()]
+    return out
+
+
+def _loosen(pattern: str) -> str:
+    """`pattern` without capturing groups (names would clash between patterns, and each combined
+    pattern's branch is one group of its own), each back-reference replaced by the group it names."""
+    groups = _groups(pattern)
+
+    def part(m: re.Match[str]) -> str:
+        tok = m.group(0)
+        if tok == "(" or tok.startswith("(?P<"):
+            return "(?:"
+        ref = tok[4:-1] if tok.startswith("(?P=") else tok[1:] if tok[1:].isdigit() else None
+        if ref is not None:
+            body = groups[ref]
+            if "(?=" in body or "(?!" in body or "(?<" in body:
+                raise KeyError(ref)  # a look-around may not hold at the reference: no rewrite
+            return f"(?:{_loosen(body)})"  # what the group matched, it matches again
+        return tok
+
+    return _PARTS.sub(part, pattern)
+
+
+def _combined(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern matching wherever any of `patterns` matches (at least there: a pre-check).
+    None when one cannot be made (a pattern the rewrite does not understand)."""
+    if not patterns:
+        return None
+    parts = []
+    try:
+        for p in patterns:
+            if p.flags & ~(re.IGNORECASE | re.UNICODE):
+                return None
+            body = _loosen(p.pattern)
+            parts.append(f"((?i:{body}))" if p.flags & re.IGNORECASE else f"({body})")
+        return re.compile("|".join(parts))
+    except (re.error, KeyError):
+        return None
+
+
 _META = set("()[]{}|.+*?^$")
 
 
@@ -601,11 +801,16 @@ def resolve(candidates: Iterable[Span]) -> list[Span]:
     Overlapping candidates of one type are first joined ("12 Oak St" and "Springfield, IL 62704"
     found by two address patterns are one address)."""
     ordered = sorted(_join_same_type(candidates), key=lambda sp: (-sp.score, -(sp.end - sp.start), sp.start))
+    # Kept spans never overlap, so in start order only the neighbours of a newcomer can overlap
+    # it: two bisects per span instead of a comparison with every span kept (notes hold dozens).
     kept: list[Span] = []
+    starts: list[int] = []
     for sp in ordered:
-        if all(sp.end <= k.start or sp.start >= k.end for k in kept):
-            kept.append(sp)
-    kept.sort(key=lambda sp: sp.start)
+        i = bisect.bisect_right(starts, sp.start)
+        if (i > 0 and kept[i - 1].end > sp.start) or (i < len(kept) and kept[i].start < sp.end):
+            continue
+        kept.insert(i, sp)
+        starts.insert(i, sp.start)
     return kept
 
 

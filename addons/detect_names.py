@@ -56,11 +56,26 @@ TALK_VERBS = frozenset(
 )
 
 
+# The last word of every cue that `cue_before` looks at beyond the last word alone: any other last
+# word (most of them: this runs for each capitalised word of a note) needs no more work.
+_LAST_OF_LONGER = frozenset({pair.split()[-1] for pair in PAIR_CUES} | {"by", "with", "to"})
+
+
 def cue_before(text: str, start: int) -> bool:
     """A cue word right before `start`, with at most ':', ',' or '-' between them."""
     prev = text[max(0, start - 48) : start]
     core = prev.rstrip(" \t\r\n:,-")
     if len(prev) - len(core) > 6:
+        return False
+    tail = core.rsplit(None, 1)
+    if not tail:
+        return False
+    last = tail[-1].lower()
+    if last.endswith("."):
+        return last[:-1] in TITLE_CUES
+    if last in WORD_CUES:
+        return True
+    if last not in _LAST_OF_LONGER:
         return False
     words = core.lower().split()[-4:]
     if not words:
@@ -176,7 +191,10 @@ def find_names(text: str) -> list[tuple[int, int, float]]:
         seq = m.group(0)
         base = m.start()
         if " " not in seq and "\n" not in seq and "\t" not in seq:
-            if _is_name_word(seq):  # the common case: one capitalised word
+            # The common case: one capitalised word. An initial alone or a stop word is never
+            # judged a name (`_judge` needs a word of two letters or more).
+            low = seq.rstrip(".").lower()
+            if len(low) > 1 and low not in STOP:
                 _judge(text, [(base, base + len(seq), seq)], out)
             continue
         # Split the capitalised run at stop words ("bed A. Patient Jane Doe" -> "A.", "Jane Doe"):
@@ -207,7 +225,6 @@ def _judge(text: str, parts: list[Word], out: list[tuple[int, int, float]]) -> N
     full_words = [w for w in lowered if len(w) > 1]
     if not full_words:
         return  # initials alone
-    cue = cue_before(text, s)
     cue_after = bool(CUE_AFTER.match(text, e, e + 12))
     if not cue_after and VERB_AFTER.match(text, e, e + 24):
         # One capitalised word before a verb is often a sentence's subject ("Metformin was..."), so
@@ -216,7 +233,8 @@ def _judge(text: str, parts: list[Word], out: list[tuple[int, int, float]]) -> N
     # "Smith, John" / "Ó Caoláin, Kilian": surname, comma, a capitalised given name.
     given = _GIVEN.match(text, e, e + 40) if text.startswith(",", e) else None
     given_ok = given is not None and _is_name_word(given.group(1)) and len(given.group(1)) > 1
-    if cue or cue_after:
+    # `cue_before` last: it costs the most and most words have no cue at all.
+    if cue_after or cue_before(text, s):
         # After a cue, capitalised words are a name ("Mr. Okafor", "Pt. Jane Doe", "Sarah Lee, MD").
         out.append((s, given.end() if given is not None and given_ok else e, 0.9))
         return
