@@ -58,9 +58,9 @@ class Recogniser:
     digits: bool = False
     # A cheap pattern that must be found in the text first (the distinctive part of a costly one).
     gate: re.Pattern[str] | None = None
-    # No match holds whitespace and every one holds a key: only the whitespace-delimited words
-    # holding a key are scanned, not the whole text (a pattern with no fixed first character
-    # costs a regex attempt at every position of a scanned text).
+    # No match holds whitespace and every one holds a key (or, without keys, a match of `gate`):
+    # only the whitespace-delimited words holding one are scanned, not the whole text (a pattern
+    # with no fixed first character costs a regex attempt at every position of a scanned text).
     token: bool = False
 
 
@@ -190,6 +190,9 @@ BUILTIN: tuple[Recogniser, ...] = (
         0.95,
         keys=(":",),
         token=True,
+        # Two groups ending in ':' follow each other in every match; times ("3:36") and labels
+        # ("MRN:") put a ':' in nearly every note, this pair in few.
+        gate=re.compile(r":[0-9A-Fa-f]{0,4}:"),
         validate=lambda m: m.group(0).count(":") >= 2 and checks.ip_ok(m.group(0)) and len(m.group(0)) > 6,
     ),
     Recogniser(
@@ -368,12 +371,13 @@ BUILTIN: tuple[Recogniser, ...] = (
         validate=_has_digits,
     ),
     Recogniser("LICENSE", re.compile(r"\b[A-Z]{2}\d{7}\b"), 0.8, validate=lambda m: checks.dea_ok(m.group(0)),
-               gate=re.compile(r"[A-Z]{2}\d{7}")),
+               gate=re.compile(r"[A-Z]{2}\d{7}"), token=True),
     Recogniser(
         "VEHICLE",
         re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b"),
         0.9,
         gate=re.compile(r"[A-HJ-NPR-Z0-9]{17}"),
+        token=True,
         validate=lambda m: checks.vin_ok(m.group(0)),
     ),
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
@@ -460,7 +464,8 @@ class Detector:
         self._digitless = frozenset(i for i, g in enumerate(gated) if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
         self._anchored = tuple(i for i, g in enumerate(gated) if g[2])
         self._digits = tuple(i for i, g in enumerate(gated) if not g[2] and g[0].digits)
-        self._tokens = tuple(i for i, g in enumerate(gated) if not g[2] and not g[0].digits and g[0].token and g[1])
+        self._tokens = tuple(i for i, g in enumerate(gated)
+                             if not g[2] and not g[0].digits and g[0].token and (g[1] or g[0].gate is not None))
         self._scans = tuple(i for i, g in enumerate(gated)
                             if i not in self._anchored and i not in self._digits and i not in self._tokens)
         # Label words by their first two letters (every key has two): where a key occurs, only the
@@ -534,7 +539,8 @@ class Detector:
         if digits:
             self._at_runs(text, frozenset(digits), found)
         for i in self._tokens:
-            if wanted(i):
+            # Gated without keys: `_in_words` looks for the gate's matches itself.
+            if (not self._all[i][1] and (every or i in self._digitless)) or wanted(i):
                 found[i].extend(self._in_words(i, text, low, aligned))
         for i in self._scans:
             if wanted(i):
@@ -604,19 +610,22 @@ class Detector:
         anything but a plain space (a tab, a newline, an unusual space) fall back to a full scan."""
         rec, keys, _ = self._all[i]
         if not aligned:
-            return list(rec.pattern.finditer(text))
+            return list(rec.pattern.finditer(text)) if keys or rec.gate is None or rec.gate.search(text) else []
         words: set[tuple[int, int]] = set()
-        for k in keys:
-            at = low.find(k)
-            while at >= 0:
-                start = text.rfind(" ", 0, at) + 1
-                end = text.find(" ", at)
-                if end < 0:
-                    end = len(text)
-                if not text[start:end].isprintable():  # other whitespace in the word: be exact
-                    return list(rec.pattern.finditer(text))
-                words.add((start, end))
-                at = low.find(k, end)
+        hits: Iterable[int]
+        if keys:
+            hits = (at for k in keys for at in _finds(low, k))
+        else:
+            assert rec.gate is not None
+            hits = (g.start() for g in rec.gate.finditer(text))
+        for at in hits:
+            start = text.rfind(" ", 0, at) + 1
+            end = text.find(" ", at)
+            if end < 0:
+                end = len(text)
+            if not text[start:end].isprintable():  # other whitespace in the word: be exact
+                return list(rec.pattern.finditer(text))
+            words.add((start, end))
         out: list[re.Match[str]] = []
         for start, end in sorted(words):
             out.extend(rec.pattern.finditer(text, start, end))
@@ -661,6 +670,13 @@ def _top_level_bar(p: str, i: int) -> bool:
 
 
 _RUNS = re.compile(r"[(+]?\d+")
+
+
+def _finds(text: str, key: str) -> Iterable[int]:
+    at = text.find(key)
+    while at >= 0:
+        yield at
+        at = text.find(key, at + 1)
 # The parts of a pattern's text `_combined` rewrites or must step over: an escape (or a numbered
 # back-reference), a named group, a named back-reference, a character class, a group's opening and
 # closing parenthesis.

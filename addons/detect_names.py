@@ -187,16 +187,17 @@ _GIVEN = re.compile(r",\s*(" + _WORD + r")(?:\s+[A-Z]\.)?(?![\w-])")
 def find_names(text: str) -> list[tuple[int, int, float]]:
     """(start, end, score) of person names in `text`."""
     out: list[tuple[int, int, float]] = []
+    first, last = lexicon()
     for m in NAME_SEQ.finditer(text):
         seq = m.group(0)
-        base = m.start()
         if " " not in seq and "\n" not in seq and "\t" not in seq:
             # The common case: one capitalised word. An initial alone or a stop word is never
             # judged a name (`_judge` needs a word of two letters or more).
             low = seq.rstrip(".").lower()
             if len(low) > 1 and low not in STOP:
-                _judge(text, [(base, base + len(seq), seq)], out)
+                _judge_word(text, m.start(), m.end(), low, first, last, out)
             continue
+        base = m.start()
         # Split the capitalised run at stop words ("bed A. Patient Jane Doe" -> "A.", "Jane Doe"):
         # titles and cue words are evidence, never part of the name.
         run: list[Word] = []
@@ -211,6 +212,21 @@ def find_names(text: str) -> list[tuple[int, int, float]]:
                 run = []
         _judge(text, run, out)
     return out
+
+
+def _judge_word(text: str, s: int, e: int, low: str, first: frozenset[str], last: frozenset[str],
+                out: list[tuple[int, int, float]]) -> None:
+    """`_judge` for one word of two letters or more (`low`: lower case, no trailing dot), without
+    its lists: this runs for most capitalised words of every note never seen before."""
+    cue_after = CUE_AFTER.match(text, e, e + 12) is not None
+    if not cue_after and VERB_AFTER.match(text, e, e + 24):
+        cue_after = known(low, first) or known(low, last)
+    given = _GIVEN.match(text, e, e + 40) if text.startswith(",", e) else None
+    given_ok = given is not None and _is_name_word(given.group(1)) and len(given.group(1)) > 1
+    if cue_after or cue_before(text, s):
+        out.append((s, given.end() if given is not None and given_ok else e, 0.9))
+    elif given is not None and given_ok and known(low, last) and known(given.group(1).lower(), first):
+        out.append((s, given.end(), 0.8))
 
 
 def _judge(text: str, parts: list[Word], out: list[tuple[int, int, float]]) -> None:
