@@ -82,3 +82,56 @@ def test_recall_names_and_addresses(typ: str) -> None:
 @pytest.mark.parametrize("typ", [*PATTERN_TYPES, "NAME", "ADDRESS"])
 def test_precision(typ: str) -> None:
     assert _scores().precision(typ) >= 0.85
+
+
+def _by_scan(d: Detector, text: str) -> list[tuple[int, int, str, float]]:
+    """What `Detector.find` must return, the slow way: every label pattern tried at every place one
+    of its label words occurs, every number pattern at every run of digits, every other pattern
+    scanned over the whole text. The detector only tries the places where a match can start."""
+    import re
+
+    from addons.detect import _RUNS, Span, resolve
+    from addons.detect_names import find_names
+
+    low = text.lower()
+    candidates = []
+    for rec, keys, anchored in d._all:
+        if anchored and len(low) == len(text):  # else lower() moved positions: scanned below
+            places = sorted({i for k in keys for i in range(len(low)) if low.startswith(k, i)})
+            matches = [rec.pattern.match(text, i) for i in places]
+        elif rec.digits:
+            matches = [rec.pattern.match(text, m.start()) for m in _RUNS.finditer(text)]
+        else:
+            matches = list(rec.pattern.finditer(text))
+        for m in matches:
+            if not isinstance(m, re.Match) or (rec.validate is not None and not rec.validate(m)):
+                continue
+            s, e = m.span(rec.group)
+            if e > s:
+                candidates.append(Span(s, e, rec.retype(text, s) if rec.retype else rec.type, rec.score))
+    candidates += [Span(s, e, "NAME", score) for s, e, score in find_names(text)]
+    return [(sp.start, sp.end, sp.type, sp.score) for sp in resolve(candidates)]
+
+
+EDGE_TEXTS = [
+    "x(555) 123-4567 and +1 555 123 4567, fax:(217)555-0123; 001-934-705-8278x12",
+    "a@b.co,(c.d@e.org) http://x.com/a?b=1 see portal.health/login. www.x.io",
+    "fe80::1 and ::1 and 2001:db8::ff00:42:8329 at 3:36, ratio 1:6, MRN: 1234567",
+    "VIN:1HGCM82633A004352 1HGCM82633A004352x AB1234563 (AB1234563)",
+    "SSN 123 45 6789 / 123-45 6789, DOB 03.04.1950 vs 03/04.1950, 5th of March 2020, 05-Mar-20",
+    "Lives at 4721 N. Oak Ridge Dr Apt 5, Springfield, IL 62704\tPO Box 12, Troy, NY 12180",
+    "Smith, John A. went home; Dr. O'Brien-Smith saw pt.\nJ. Smith, MD; seen by Ana de la Cruz",
+    "card 4111 1111 1111 1111, ref 1EG4TE5MK73, 95 y/o, aged 101, acct# 5500-0000-0000-0004",
+    "İstanbul 12 Main St, date of birth 1950-03-04; member id XG-1234-55; birth 04/05/88",
+]
+
+
+def test_fast_paths_find_what_a_full_scan_finds() -> None:
+    from tests.support.phi_corpus import Generator
+
+    d = Detector()
+    gen = Generator(5)
+    texts = [n.text for n in corpus(150, seed=99)] + EDGE_TEXTS
+    texts += [" ".join(gen.note().text for _ in range(4)) for _ in range(20)]
+    for text in texts:
+        assert [(s.start, s.end, s.type, s.score) for s in d.find(text)] == _by_scan(d, text), text
