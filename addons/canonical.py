@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from mitmproxy.http import Headers
 
 # RFC 3986 unreserved characters: decoding them never changes what a server routes to.
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -155,12 +156,21 @@ def parse_query(query: str | None) -> dict[str, tuple[str, ...]]:
 
 def check_headers(headers: Mapping[str, str], query: Mapping[str, tuple[str, ...]]) -> None:
     """Refuse method overrides and request bodies the gateway cannot read as the backend would."""
-    for name in METHOD_OVERRIDE_HEADERS:
-        if name in headers:
-            raise Ambiguous(f"method-override header {name!r} is not accepted; send the real method")
+    # The usual request carries none of the headers looked at here. For mitmproxy's Headers, one
+    # pass over its names (decoded and lower-cased as Headers matches them) says which are there,
+    # instead of a full scan and a raised KeyError per name looked up; a name that is there is
+    # then checked exactly as for any other mapping.
+    names = (frozenset(name.decode("utf-8", "surrogateescape").lower() for name, _ in headers.fields)
+             if isinstance(headers, Headers) else None)
+    if names is None or not names.isdisjoint(METHOD_OVERRIDE_HEADERS):
+        for name in METHOD_OVERRIDE_HEADERS:
+            if name in headers:
+                raise Ambiguous(f"method-override header {name!r} is not accepted; send the real method")
     for name in METHOD_OVERRIDE_PARAMS:
         if name in query:
             raise Ambiguous(f"method-override parameter {name!r} is not accepted; send the real method")
+    if names is not None and "content-encoding" not in names:
+        return
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding and encoding != "identity":
         # The gateway judges and masks the bytes it sees; a compressed body would be judged unread.

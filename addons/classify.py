@@ -87,11 +87,15 @@ class Classify:
     def __init__(self) -> None:
         self.names = CollectionNames()
         self.lookup = NameLookup()
+        # (rules folder, profile name), read at configure: `ctx.options.x` deep-copies the value on
+        # every read, and _profile() runs on every request and response.
+        self._profile_key: tuple[str, str] = ("", "")
         register_readiness("profile", loaded_check("backend profile", self._profile))
 
     def configure(self, updated: set[str]) -> None:
         if not updated & {"phigate_rules", "phigate_profile"}:
             return
+        self._profile_key = (ctx.options.phigate_rules, ctx.options.phigate_profile)
         if not (ctx.options.phigate_rules and ctx.options.phigate_profile):
             return  # the Gateway addon stops the gateway with a message saying what to set
         try:
@@ -100,7 +104,8 @@ class Classify:
             raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
 
     def _profile(self) -> Profile:
-        return load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current
+        # A dict lookup per call (the profile is hot-reloaded); unset options raise ConfigError.
+        return load_profile(*self._profile_key).current
 
     @fail_closed(Stage.CLASSIFY, 500)
     async def request(self, flow: http.HTTPFlow) -> None:

@@ -51,6 +51,12 @@ def read_credential(env_name: str, file_name: str) -> str | None:
 class Forward:
     def __init__(self) -> None:
         self.credential: str | None = None
+        # (rules folder, profile name), read at configure: `ctx.options.x` deep-copies the value on
+        # every read, and this runs on every request.
+        self._profile_key: tuple[str, str] = ("", "")
+        # Header names to strip for the profile's current BackendAuth (rebuilt when it changes).
+        self._strip_for: BackendAuth | None = None
+        self._strip: frozenset[str] = frozenset()
         register_readiness("backend_credential", self._not_ready)
 
     def load(self, loader: object) -> None:
@@ -63,6 +69,8 @@ class Forward:
             "Set to true, explicitly, for a backend that takes no credential at all.")
 
     def configure(self, updated: set[str]) -> None:
+        if updated & {"phigate_rules", "phigate_profile"}:
+            self._profile_key = (ctx.options.phigate_rules, ctx.options.phigate_profile)
         keys = {"phigate_backend_credential_env", "phigate_backend_credential_file",
                 "phigate_backend_credential_none"}
         if not updated & keys:
@@ -117,13 +125,23 @@ class Forward:
         # Imported here: profiles.py compiles the profile the classify addon already loaded.
         from addons.profiles import load_profile
 
-        auth: BackendAuth = load_profile(ctx.options.phigate_rules, ctx.options.phigate_profile).current.auth
+        # Still looked up per request (a dict lookup): the profile is hot-reloaded, and an unset
+        # option raises here, which the fail_closed guard turns into a refusal.
+        auth: BackendAuth = load_profile(*self._profile_key).current.auth
         return auth
 
     def swap_credentials(self, flow: http.HTTPFlow, auth: BackendAuth) -> None:
         headers = flow.request.headers
-        for name in (*ALWAYS_STRIPPED, *auth.token_headers):
-            headers.pop(name, None)
+        if auth is not self._strip_for:
+            self._strip = frozenset((*ALWAYS_STRIPPED, *(h.lower() for h in auth.token_headers)))
+            self._strip_for = auth
+        # One pass over the names the request carries instead of a pop per strippable name: a
+        # missing name costs Headers a raised KeyError, and most of these are always missing.
+        # Names decoded and lower-cased exactly as Headers matches them, so `del` removes every
+        # occurrence of a name, in any case, as pop did.
+        present = {name.decode("utf-8", "surrogateescape").lower() for name, _ in headers.fields}
+        for name in present & self._strip:
+            del headers[name]
         if auth.upstream_header and self.credential is not None:
             headers[auth.upstream_header] = auth.upstream_format.format(credential=self.credential)
 

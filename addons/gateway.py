@@ -115,6 +115,9 @@ class Gateway:
     def done(self) -> None:
         if self._reloader:
             self._reloader.cancel()
+        # The logger is process-wide: hand it back to the root's level (as before this gateway
+        # ran) so a later master in the same process (tests, embedding) starts from the default.
+        log.setLevel(logging.NOTSET)
 
     async def _reload_loop(self) -> None:
         # Polling by content hash, not inotify: works the same on every filesystem and catches

@@ -381,9 +381,13 @@ def load_policy(rules_dir: str | Path) -> WatchedFile[PolicySet]:
 
 class Policy:
     def __init__(self) -> None:
+        # The rules folder, read at configure: `ctx.options.x` deep-copies on every read.
+        self._rules_dir = ""
         register_readiness("policy", loaded_check("policy", self._current))
 
     def configure(self, updated: set[str]) -> None:
+        if "phigate_rules" in updated:
+            self._rules_dir = ctx.options.phigate_rules
         if "phigate_rules" not in updated or not ctx.options.phigate_rules:
             return
         try:
@@ -392,7 +396,8 @@ class Policy:
             raise exceptions.OptionsError(f"Cannot load the policy: {exc.diagnostics()}") from None
 
     def _current(self) -> PolicySet:
-        return load_policy(ctx.options.phigate_rules).current
+        # A dict lookup per call (policy.yaml is hot-reloaded); an unset folder raises.
+        return load_policy(self._rules_dir).current
 
     @fail_closed(Stage.POLICY, 500)
     def request(self, flow: http.HTTPFlow) -> None:

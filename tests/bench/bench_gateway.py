@@ -4,6 +4,7 @@ chain (addons/chain.py: + approvals, masking, audit) under stock mitmdump, and (
 the lean engine as `./run.sh gateway` runs it, in one run, with ratios.
 
     .phigate/venv/bin/python -m tests.bench.bench_gateway [--runs 3] [--seconds 5] [--connections 16]
+        [--profile core.svg]   # + a py-spy CPU profile of the core chain under wrk (not measured)
 
 Throughput: wrk (Debian package) with keep-alive connections, median requests/s over several runs.
 Latency: one keep-alive connection, sequential requests, p50/p99 per run, medians over runs (low
@@ -63,6 +64,23 @@ def latencies(url: str, headers: Mapping[str, str], n: int) -> list[float]:
     return out
 
 
+def profile_under_load(pid: int, out: str, url: str, headers: Mapping[str, str], seconds: int,
+                       connections: int) -> None:
+    """Record a py-spy flame graph of `pid` during one extra wrk run (its figures are not kept:
+    sampling slows the process it samples)."""
+    spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .phigate/venv/bin/pip install py-spy")
+    rec = subprocess.Popen([spy, "record", "--rate", "200", "--duration", str(seconds), "--output", out,
+                            "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # py-spy attaches before the load starts
+    wrk_rps(url, headers, seconds, connections)
+    _, err = rec.communicate(timeout=seconds + 60)
+    if rec.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    print(f"core chain CPU profile (py-spy, {seconds}s under wrk): {out}")
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
@@ -75,6 +93,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--latency-requests", type=int, default=400)
     ap.add_argument("--client", default="admin-1", help="IdP client whose token the load uses")
+    ap.add_argument("--profile", metavar="SVG", default=None,
+                    help="after the measured runs, record the core chain's CPU profile under wrk with "
+                         "py-spy into this flame graph (an extra run, not in the figures)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk (./run.sh setup installs it)")
@@ -133,6 +154,11 @@ def main() -> int:
                     lat = latencies(url, headers, args.latency_requests)
                     p50[name].append(pct(lat, 50))
                     p99[name].append(pct(lat, 99))
+            if args.profile:
+                assert core.proc.proc is not None
+                url, headers = targets["core chain"]
+                profile_under_load(core.proc.proc.pid, args.profile, url, headers, args.seconds,
+                                   args.connections)
         finally:
             core.stop()
             full.stop()

@@ -152,3 +152,23 @@ def test_ndjson_decodes_line_by_line_and_names_the_bad_line() -> None:
     assert decode_ndjson(body) == [{"index": {"_id": "1"}}, {"text": "x"}, {"delete": {"_id": "2"}}]
     with pytest.raises(Ambiguous, match="NDJSON line 2: the JSON body has a duplicate key"):
         decode_ndjson(b'{"index": {}}\n{"a": 1, "a": 2}\n')
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ([(b"Content-Type", b"application/json"), (b"CONTENT-ENCODING", b"gzip")], "uncompressed"),
+        ([(b"content-encoding", b"identity"), (b"content-encoding", b"br")], "uncompressed"),
+        ([(b"X-Http-Method-Override", b"DELETE"), (b"content-encoding", b"gzip")], "method-override header"),
+    ],
+)
+def test_request_headers_as_mitmproxy_holds_them(fields: list[tuple[bytes, bytes]], message: str) -> None:
+    # Headers get a one-pass fast path; any case and any repetition must still be caught.
+    from mitmproxy.http import Headers
+
+    with pytest.raises(Ambiguous, match=message):
+        check_headers(Headers(fields), {})
+    check_headers(Headers([(b"Content-Type", b"application/json"), (b"Authorization", b"Bearer x")]),
+                  {"limit": ("10",)})
+    with pytest.raises(Ambiguous, match="method-override parameter"):
+        check_headers(Headers([(b"Content-Type", b"application/json")]), {"_method": ("DELETE",)})

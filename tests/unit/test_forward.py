@@ -109,3 +109,31 @@ def test_none_and_a_credential_contradict() -> None:
     fw = Forward()
     with taddons.context(Gateway(), fw) as tctx, pytest.raises(Exception, match="contradicts"):
         tctx.configure(fw, phigate_backend_credential_none=True, phigate_backend_credential_env="X")
+
+
+def test_every_copy_of_every_credential_header_is_stripped_whatever_its_case() -> None:
+    fw = Forward()
+    with taddons.context(Gateway(), fw) as tctx:
+        tctx.configure(fw, phigate_backend_credential_none=True)
+        auth = BackendAuth(token_headers=("authorization", "X-Custom-Key"), upstream_header=None,
+                           upstream_format="{credential}")
+        f = tflow.tflow()
+        h = f.request.headers
+        h.add("Authorization", "Bearer one")
+        h.add("authorization", "Bearer two")
+        h.add("X-API-KEY", "smuggled")
+        h.add("Cookie", "session=1")
+        h.add("x-custom-key", "caller")
+        h.add("x-kept", "yes")
+        fw.swap_credentials(f, auth)
+        left = {name.lower() for name in h.keys()}
+        assert left.isdisjoint({"authorization", "x-api-key", "cookie", "x-custom-key"})
+        assert h["x-kept"] == "yes"
+        # A reloaded profile naming another token header is honoured at once.
+        other = BackendAuth(token_headers=("x-other-key",), upstream_header=None, upstream_format="{credential}")
+        f = tflow.tflow()
+        f.request.headers["x-other-key"] = "caller"
+        f.request.headers["x-custom-key"] = "not a credential header any more"
+        fw.swap_credentials(f, other)
+        assert "x-other-key" not in f.request.headers
+        assert f.request.headers["x-custom-key"] == "not a credential header any more"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -95,3 +96,40 @@ def test_connections_to_the_backend_are_lazy() -> None:
     with taddons.context(Proxyserver(), gw) as tctx:
         tctx.configure(gw, connection_strategy="eager")
         assert tctx.options.connection_strategy == "lazy"
+
+
+def test_plain_http_follows_the_option_both_ways() -> None:
+    # The option is read at configure (not per request): each change must still take effect.
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        for allow in (True, False, True):
+            tctx.configure(gw, phigate_allow_plain_http=allow)
+            flow = plain_flow("/api/v2/heartbeat")
+            gw.request(flow)
+            assert (flow.response is None) is allow, f"phigate_allow_plain_http={allow}"
+
+
+def test_phigate_logger_follows_the_console_verbosity() -> None:
+    # Under mitmdump the root logger is at DEBUG: a per-request log.debug would build, format and
+    # relay (as an add_log event to every addon) a record nobody prints unless the phigate logger
+    # stops it at the verbosity termlog prints.
+    phigate_log = logging.getLogger("phigate")
+    root = logging.getLogger()
+    saved = root.level
+    root.setLevel(logging.DEBUG)
+    gw = Gateway()
+    try:
+        with taddons.context(gw) as tctx:
+            tctx.options.add_option("termlog_verbosity", str, "info", "as mitmproxy's termlog declares it")
+            tctx.configure(gw, termlog_verbosity="info")
+            assert not phigate_log.isEnabledFor(logging.DEBUG)
+            assert phigate_log.isEnabledFor(logging.INFO)
+            tctx.configure(gw, termlog_verbosity="debug")
+            assert phigate_log.isEnabledFor(logging.DEBUG)
+            tctx.configure(gw, termlog_verbosity="error")
+            assert not phigate_log.isEnabledFor(logging.WARNING)
+            gw.done()
+            assert phigate_log.level == logging.NOTSET  # handed back at shutdown
+    finally:
+        phigate_log.setLevel(logging.NOTSET)
+        root.setLevel(saved)
