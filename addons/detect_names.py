@@ -21,8 +21,13 @@ import re
 _UPPER = "[A-ZÀ-ÖØ-Þ\u0100-\u024f\u1e00-\u1eff]"
 _WORD = _UPPER + "(?:[^\\W\\d_]|['\u2019\\-])*[^\\W\\d_]|" + _UPPER + "\\.?"
 _PARTICLE = r"(?:de|del|de la|da|das|do|dos|di|van|van der|von|der|le|la|bin|ibn|al|el|y|an|ni|ui)"
+# A name word after a start that no word character (or ' @ . / -) precedes. The first capital
+# comes before the look-behind so that `re` can jump from capital to capital in C rather than try
+# the pattern at every character (the look-behind then checks the character before that capital).
 NAME_SEQ = re.compile(
-    "(?<![\\w'\u2019@./-])" rf"(?:{_WORD})(?:(?:\s+{_PARTICLE})?\s+(?:{_WORD})){{0,5}}(?![\w@])"
+    _UPPER + "(?<![\\w'\u2019@./-].)(?:(?:[^\\W\\d_]|['\u2019\\-])*[^\\W\\d_]|\\.?)"
+    rf"(?:\s+(?:{_PARTICLE}\s+)?(?:{_WORD})){{0,5}}(?![\w@])",
+    re.DOTALL,
 )
 
 TITLES = frozenset(
