@@ -498,6 +498,14 @@ class Detector:
         # which patterns cannot match there (those before it), so few are tried one by one.
         self._rest = tuple(_combined([gated[i][0].pattern for i in self._digits[k:]])
                            for k in range(len(self._digits)))
+        # The first of those at every run start, as one scan: `re` jumps from digit to digit in C
+        # (the pattern leads with the character class), and the look-behind steps back onto that
+        # character to check it starts a run (as `_RUNS` finds them) and the patterns match there.
+        first = self._rest[0] if self._rest and all(r is not None for r in self._rest) else None
+        self._digit_re = (
+            re.compile(rf"[\d(+](?<=(?=[(+]\d|(?<![\d(+])\d)(?={first.pattern})[\d(+])")
+            if first is not None else None
+        )
 
     def find(self, text: str) -> list[Span]:
         """Spans of identifiers in `text`, remembered per text (see `_cache`)."""
@@ -566,19 +574,16 @@ class Detector:
     def _at_runs(self, text: str, wanted: frozenset[int], found: list[list[re.Match[str]]]) -> None:
         """Number patterns, tried at the start of each run of digits."""
         order, rest, recs = self._digits, self._rest, self._all
-        if not rest or any(r is None for r in rest):  # a pattern `_combined` could not rewrite
+        if self._digit_re is None:  # a pattern `_combined` could not rewrite
             for run in _RUNS.finditer(text):
                 for i in wanted:
                     m = recs[i][0].pattern.match(text, run.start())
                     if m is not None:
                         found[i].append(m)
             return
-        first = rest[0]
-        assert first is not None
         hit: re.Match[str] | None
-        for run in _RUNS.finditer(text):
-            r = run.start()
-            hit = first.match(text, r)
+        for hit in self._digit_re.finditer(text):
+            r = hit.start()
             k = 0
             while hit is not None:
                 k += (hit.lastindex or 1) - 1  # the branch that matched, counted from k
