@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
@@ -90,6 +91,7 @@ class Redact(Operator):
         return f"[REDACTED:{lab}]"
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of labels, asked for once per span detected
 def token_type(label: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", label.lower()).strip("-")[:32] or "value"
 
