@@ -478,18 +478,21 @@ class Detector:
                 by_pair.setdefault(k[:2], []).append((k, i))
         self._by_pair = {pair: tuple(sorted(v, key=lambda ki: ki[1])) for pair, v in by_pair.items()}
         # Where a label word begins (every label pattern starts with \b before a word character).
-        # Branches by literal first letter let `re` jump between candidate letters in C; the
-        # look-behind after that letter keeps word starts only; the rest is a look-ahead so that
-        # a label inside another ("birth" in "date of birth") is found too.
+        # The class of first letters lets `re` jump between candidate letters in C; the first
+        # look-behind keeps word starts only (most letters are inside words: they stop there); the
+        # second steps back onto the letter and looks ahead for the label words, without consuming
+        # them, so that a label inside another ("birth" in "date of birth") is found too.
         rests: dict[str, set[str]] = {}
         for i in self._anchored:
             for k in gated[i][1]:
                 rests.setdefault(k[0], set()).add(k[1:])
+        alts = "|".join(
+            f"{re.escape(c)}(?:{'|'.join(re.escape(x) for x in sorted(rest, key=len, reverse=True))})"
+            for c, rest in sorted(rests.items())
+        )
+        firsts = "".join(re.escape(c) for c in sorted(rests))
         self._key_re = (
-            re.compile("|".join(
-                f"{re.escape(c)}(?<!\\w.)(?={'|'.join(re.escape(x) for x in sorted(rest, key=len, reverse=True))})"
-                for c, rest in sorted(rests.items())
-            ), re.DOTALL)
+            re.compile(f"[{firsts}](?<!\\w.)(?<=(?={alts}).)", re.DOTALL)
             if by_pair and all(len(pair) == 2 and pair[0].isalnum() for pair in by_pair) else None
         )
         # One attempt of all number patterns at once at a digit run: most runs (doses, vitals,
