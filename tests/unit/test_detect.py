@@ -97,7 +97,7 @@ def _by_scan(d: Detector, text: str) -> list[tuple[int, int, str, float]]:
     candidates = []
     for rec, keys, anchored in d._all:
         if anchored and len(low) == len(text):  # else lower() moved positions: scanned below
-            places = sorted({i for k in keys for i in range(len(low)) if low.startswith(k, i)})
+            places = sorted({m.start() for k in keys for m in re.finditer(f"(?={re.escape(k)})", low)})
             matches = [rec.pattern.match(text, i) for i in places]
         elif rec.digits:
             matches = [rec.pattern.match(text, m.start()) for m in _RUNS.finditer(text)]
