@@ -1,7 +1,8 @@
 """Throughput and latency of small requests: (a) direct Chroma, (b) bare mitmdump reverse proxy,
-(c) the core chain (identity + classify + policy + forward, tests/bench/chain_core.py), (d) the full
-chain (addons/chain.py: + approvals, masking, audit) under stock mitmdump, and (e) the full chain in
-the lean engine as `./run.sh gateway` runs it, in one run, with ratios.
+(c) the core chain (identity + classify + policy + forward, tests/bench/chain_core.py) under stock
+mitmdump and in the lean engine (tests/bench/lean_core.py, as `./run.sh gateway` runs chains),
+(d) the full chain (addons/chain.py: + approvals, masking, audit) under stock mitmdump, and (e) the
+full chain in the lean engine, in one run, with ratios.
 
     .phigate/venv/bin/python -m tests.bench.bench_gateway [--runs 3] [--seconds 5] [--connections 16]
         [--profile core.svg]   # + a py-spy CPU profile of the core chain under wrk (not measured)
@@ -127,20 +128,31 @@ def main() -> int:
         full = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit"),
                                     "phigate_holds_db": str(workdir / "holds.sqlite"), "phigate_admin_port": "0"},
                        runner="mitmdump").start()
+        # The core chain as ./run.sh gateway runs chains: in the lean engine (addons/engine.py).
+        lean_core_port = free_port()
+        lean_core = Process("lean-core", [
+            str(VENV_BIN / "python"), "-m", "tests.bench.lean_core", "--mode",
+            f"reverse:{chroma.url}@127.0.0.1:{lean_core_port}", "-q",
+            *[a for k, v in {**base, "phigate_backend_credential_file": str(keys["backend-credential"])}.items()
+              for a in ("--set", f"{k}={v}")]], cwd=ROOT)
+        lean_core.start()
+        wait_http(f"http://127.0.0.1:{lean_core_port}/-/healthz", 30, lean_core.proc)
+        lean_core_url = f"http://127.0.0.1:{lean_core_port}"
         # The same full chain as ./run.sh gateway runs it: the lean engine (addons/engine.py).
         lean = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit-lean"),
                                     "phigate_holds_db": str(workdir / "holds-lean.sqlite"), "phigate_admin_port": "0"},
                        runner="lean").start()
-        for gw in (core, full, lean):
+        for url in (core.url, full.url, lean.url, lean_core_url):
             # One warm-up each: the collection's UUID -> name is learned from the client's lookup.
-            warm = chroma_steps(gw.url, token, [{"op": "count", "collection": COLLECTION}])
+            warm = chroma_steps(url, token, [{"op": "count", "collection": COLLECTION}])
             if not warm[0]["ok"]:
-                raise RuntimeError(f"warm-up through {gw.url} failed: {warm}")
+                raise RuntimeError(f"warm-up through {url} failed: {warm}")
         auth = {"Authorization": f"Bearer {token}"}
         targets = {
             "direct": (f"{chroma.url}{path}", {}),
             "bare mitmdump": (f"http://127.0.0.1:{bare_port}{path}", {}),
             "core chain": (f"{core.url}{path}", auth),
+            "core chain, lean": (f"{lean_core_url}{path}", auth),
             "full chain": (f"{full.url}{path}", auth),
             "full chain, lean": (f"{lean.url}{path}", auth),
         }
@@ -163,6 +175,7 @@ def main() -> int:
             core.stop()
             full.stop()
             lean.stop()
+            lean_core.stop()
             bare.stop()
 
     med = {k: statistics.median(v) for k, v in rps.items()}
@@ -175,11 +188,12 @@ def main() -> int:
         runs = ", ".join(f"{x:.0f}" for x in rps[k])
         print(f"{k:<18}{med[k]:>16.0f}{runs:>28}{m50[k]:>10.2f}{m99[k]:>10.2f}")
     print(f"bare mitmdump / direct throughput: {med['bare mitmdump'] / med['direct']:.3f}")
-    for name in ("core chain", "full chain", "full chain, lean"):
+    for name in ("core chain", "core chain, lean", "full chain", "full chain, lean"):
+        core = name.startswith("core")
         print(f"{name} / bare mitmdump throughput: {med[name] / med['bare mitmdump']:.2f}"
-              + (" (target >= 0.85: identity + policy)" if name == "core chain" else ""))
+              + (" (target >= 0.85: identity + policy)" if core else ""))
         print(f"{name} added p50 latency vs bare mitmdump: {m50[name] - m50['bare mitmdump']:.2f} ms"
-              + (" (target < 2 ms)" if name == "core chain" else ""))
+              + (" (target < 2 ms)" if core else ""))
     return 0
 
 
