@@ -75,6 +75,8 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
@@ -330,6 +332,9 @@ class Gateway:
         self.proc.stop()
 
     def __enter__(self) -> Gateway:
+        # `with gw.start():` must not start a second process (and orphan the first).
+        if self.proc.proc is not None and self.proc.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
