@@ -53,15 +53,23 @@ ensure_venv() {
   echo "$want" >"$VENV/.phigate-stamp"
 }
 
-# chromadb's pins (bcrypt, ...) break mitmproxy in a shared venv: the server gets its own.
-ensure_chroma() {
-  if [[ -x "$CHROMA_VENV/bin/chroma" ]] && stamp_ok "$CHROMA_VENV/.phigate-stamp" "$CHROMA_VERSION"; then return 0; fi
+# A venv of its own for a program whose pins clash with mitmproxy's, (re)made when its pins change.
+#   ensure_side_venv WHAT DIR EXECUTABLE PINS...
+ensure_side_venv() {
+  local what="$1" dir="$2" exe="$3"
+  shift 3
+  if [[ -x "$dir/bin/$exe" ]] && stamp_ok "$dir/.phigate-stamp" "$*"; then return 0; fi
   local py
   py="$(find_python)"
-  say "installing the Chroma server (chromadb $CHROMA_VERSION) in its own venv"
-  [[ -x "$CHROMA_VENV/bin/python" ]] || "$py" -m venv "$CHROMA_VENV"
-  "$CHROMA_VENV/bin/python" -m pip install -q "chromadb==$CHROMA_VERSION"
-  echo "$CHROMA_VERSION" >"$CHROMA_VENV/.phigate-stamp"
+  say "installing $what in its own venv"
+  [[ -x "$dir/bin/python" ]] || "$py" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q "$@"
+  echo "$*" >"$dir/.phigate-stamp"
+}
+
+# chromadb's pins (bcrypt, ...) break mitmproxy in a shared venv: the server gets its own.
+ensure_chroma() {
+  ensure_side_venv "the Chroma server (chromadb $CHROMA_VERSION)" "$CHROMA_VENV" chroma "chromadb==$CHROMA_VERSION"
 }
 
 # Backend clients and the Milvus server (engineer G, issue 7): the official clients' pins (grpcio,
@@ -72,24 +80,13 @@ CLIENTS_PINS="qdrant-client==1.20.0 pinecone==10.2.0 opensearch-py==3.2.0 reques
 MILVUS_VERSION="${PHIGATE_MILVUS_VERSION:-2.3.5}"
 
 ensure_clients() {
-  if [[ -x "$CLIENTS_VENV/bin/python" ]] && stamp_ok "$CLIENTS_VENV/.phigate-stamp" "$CLIENTS_PINS"; then return 0; fi
-  local py
-  py="$(find_python)"
-  say "installing the backend clients (qdrant-client, pinecone, opensearch-py) in their own venv"
-  [[ -x "$CLIENTS_VENV/bin/python" ]] || "$py" -m venv "$CLIENTS_VENV"
   # shellcheck disable=SC2086 # the pins are a word list
-  "$CLIENTS_VENV/bin/python" -m pip install -q $CLIENTS_PINS
-  echo "$CLIENTS_PINS" >"$CLIENTS_VENV/.phigate-stamp"
+  ensure_side_venv "the backend clients (qdrant-client, pinecone, opensearch-py)" "$CLIENTS_VENV" python $CLIENTS_PINS
 }
 
 ensure_milvus() {
-  if [[ -x "$MILVUS_VENV/bin/milvus-server" ]] && stamp_ok "$MILVUS_VENV/.phigate-stamp" "$MILVUS_VERSION"; then return 0; fi
-  local py
-  py="$(find_python)"
-  say "installing the Milvus standalone server (pip milvus $MILVUS_VERSION) in its own venv"
-  [[ -x "$MILVUS_VENV/bin/python" ]] || "$py" -m venv "$MILVUS_VENV"
-  "$MILVUS_VENV/bin/python" -m pip install -q "milvus==$MILVUS_VERSION"
-  echo "$MILVUS_VERSION" >"$MILVUS_VENV/.phigate-stamp"
+  ensure_side_venv "the Milvus standalone server (pip milvus $MILVUS_VERSION)" "$MILVUS_VENV" milvus-server \
+    "milvus==$MILVUS_VERSION"
 }
 
 ensure_idp() {
