@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -658,8 +658,10 @@ class Detector:
 _DIGIT = re.compile(r"\d")
 
 
-def _top_level_bar(p: str, i: int) -> bool:
-    depth, in_class = 0, False
+def _structure(p: str, i: int, depth: int = 0) -> Iterator[tuple[int, str, int]]:
+    """The structural characters of regex text `p` from index `i`, as (index, char, group depth
+    after it): escapes and character classes are stepped over, so `\\(` or `[|]` never count."""
+    in_class = False
     while i < len(p):
         c = p[i]
         if c == "\\":
@@ -669,14 +671,17 @@ def _top_level_bar(p: str, i: int) -> bool:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
+        else:
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            yield i, c, depth
         i += 1
-    return False
+
+
+def _top_level_bar(p: str, i: int) -> bool:
+    return any(c == "|" and depth == 0 for _, c, depth in _structure(p, i))
 
 
 _RUNS = re.compile(r"[(+]?\d+")
@@ -760,30 +765,16 @@ def literal_keys(pattern: re.Pattern[str]) -> tuple[str, ...]:
     if not p.startswith("\\b(?:"):
         return ()
     alts: list[str] = []
-    depth, i, cur = 1, 5, 5
-    in_class = False
-    while i < len(p):
-        c = p[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                alts.append(p[cur:i])
-                if _top_level_bar(p, i + 1):
-                    return ()  # another alternative of the whole pattern may start elsewhere
-                break
-        elif c == "|" and depth == 1:
+    cur = 5
+    for i, c, depth in _structure(p, 5, depth=1):
+        if c == ")" and depth == 0:
+            alts.append(p[cur:i])
+            if _top_level_bar(p, i + 1):
+                return ()  # another alternative of the whole pattern may start elsewhere
+            break
+        if c == "|" and depth == 1:
             alts.append(p[cur:i])
             cur = i + 1
-        i += 1
     else:
         return ()
     keys = []
