@@ -90,6 +90,7 @@ class Masking:
         self._profile: WatchedFile[Profile] | None = None
         self.keyring: KeyRing | None = None
         self._filter_walkers: dict[tuple[str, int], _RequestWalkers] = {}
+        self._max_bytes = DEFAULT_MAX_BYTES
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -112,6 +113,9 @@ class Masking:
         return None
 
     def configure(self, updated: set[str]) -> None:
+        if "phigate_mask_max_bytes" in updated:
+            # Read once here: an option lookup on every response costs more than the check itself.
+            self._max_bytes = int(getattr(ctx.options, "phigate_mask_max_bytes", DEFAULT_MAX_BYTES))
         relevant = {"phigate_rules", "phigate_profile", "phigate_masking_rules", "phigate_token_key_file",
                     "phigate_token_key_env"}
         if not (updated & relevant):
@@ -203,10 +207,12 @@ class Masking:
             return
         _, route = found
         if self.current_rules().route_paths(route).has_records:
-            # A partial body cannot be parsed or masked: ask upstream for the whole thing.
-            for name in ("range", "if-range"):
-                if name in flow.request.headers:
-                    del flow.request.headers[name]
+            # A partial body cannot be parsed or masked: ask upstream for the whole thing. (One pass
+            # over the fields: a multidict lookup per name costs more than the whole list.)
+            if any(k.lower() in (b"range", b"if-range") for k, _ in flow.request.headers.fields):
+                for name in ("range", "if-range"):
+                    if name in flow.request.headers:
+                        del flow.request.headers[name]
         raw = flow.request.raw_content
         if not raw or not _is_json(flow.request.headers.get("content-type", "application/json")):
             return
@@ -302,7 +308,7 @@ class Masking:
         if encoding not in DECODABLE:
             self._unmaskable(flow, "unsupported_encoding", f"content encoding {encoding[:32]!r} is not supported")
             return
-        limit = int(getattr(ctx.options, "phigate_mask_max_bytes", DEFAULT_MAX_BYTES))
+        limit = self._max_bytes
         if len(raw) > limit:
             self._unmaskable(flow, "body_too_large", f"the response is larger than {limit} bytes")
             return

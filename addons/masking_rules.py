@@ -150,11 +150,13 @@ class MaskingRules:
         return paths
 
     def plan(self, roles: frozenset[str] | None, backend: str, route: Route) -> Plan:
-        rules = self.applicable(roles, backend, route)
-        key = (route.id, id(route), tuple(r.id for r in rules))
+        # Keyed by the caller's roles too: choosing the applicable rules is most of the cost of a
+        # small response's masking, and callers come in few role sets. `route` is kept alive by
+        # `_routes` (route_paths below), so its id() is not reused while the entry lives.
+        key = (roles, backend, route.id, id(route))
         hit = self._plans.get(key)
         if hit is None:
-            hit = self._compile_plan(rules, route)
+            hit = self._compile_plan(self.applicable(roles, backend, route), route)
             if len(self._plans) > 4096:
                 self._plans.clear()
             self._plans[key] = hit

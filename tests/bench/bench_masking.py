@@ -1,6 +1,6 @@
 """Benchmark: the cost masking adds to a ~1 MB Chroma query response, and to small responses.
 
-    .phigate/venv/bin/python -m tests.bench.bench_masking [runs]
+    .phigate/venv/bin/python -m tests.bench.bench_masking [runs] [--in-process-only] [--no-callgrind]
 
 1. In process, through the Masking addon's real hooks (taddons/tflow): a Chroma /query response of
    100 hits with 1536-d vectors and ~1 KB clinical notes, masked for an agent (tokenize mrn and name,
@@ -9,6 +9,9 @@
    (the detector remembers results per note text, as a vector store returns the same records).
 2. Through real mitmdump processes on loopback: bare mitmdump (reverse proxy) against mitmdump with
    the masking addon, same upstream, same run; per-request latency for the 1 MB body and a small one.
+3. The small response's cost inside those processes: CPU time per request (blocks in shuffled
+   order) and instructions per request counted by callgrind (deterministic; see proc_cost.py). A
+   small addon's share moves latency less than this machine's noise does; these two do not.
 Medians over several runs; wall time and, in process, CPU time (the machine is shared).
 """
 
@@ -20,8 +23,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from mitmproxy.test import taddons, tflow
 from addons.context import Identity, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
+from tests.bench import proc_cost
 from tests.support.masking_fixtures import TEST_KEY, chroma_profile
 from tests.support.phi_corpus import Generator
 from tests.support.servers import ROOT, free_port, wait_http
@@ -168,15 +173,18 @@ class Upstream:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _mitmdump(upstream: int, script: str | None, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def _mitmdump(upstream: int, script: str | None, env: dict[str, str],
+              prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    argv = [str(ROOT / ".phigate" / "venv" / "bin" / "mitmdump"), "-q", "--mode",
+    venv = ROOT / ".phigate" / "venv" / "bin"
+    # Under a prefix (valgrind) the interpreter is named: valgrind does not follow a script's #!.
+    argv = [*prefix, *([str(venv / "python")] if prefix else []), str(venv / "mitmdump"), "-q", "--mode",
             f"reverse:http://127.0.0.1:{upstream}@127.0.0.1:{port}"]
     if script:
         argv += ["-s", script, "--set", f"phigate_rules={ROOT / 'rules'}", "--set", "phigate_profile=chroma",
                  "--set", "phigate_allow_plain_http=true"]  # loopback bench only
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_http(f"http://127.0.0.1:{port}/", proc=proc)
+    wait_http(f"http://127.0.0.1:{port}/", proc=proc, timeout=600 if prefix else 30)
     return proc, port
 
 
@@ -250,6 +258,84 @@ def through_mitmdump(runs: int) -> None:
             p.wait(timeout=10)
 
 
+def _targets(up: Upstream, env: dict[str, str], prefix: Callable[[str], Sequence[str]] = lambda _: ()
+             ) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
+    """Bare mitmdump; the bench script without the masking addon; the same with it."""
+    script = str(Path(__file__).with_name("bench_masking_script.py"))
+    return {
+        "bare": _mitmdump(up.port, None, env, prefix("bare")),
+        "base": _mitmdump(up.port, script, {**env, "PHIGATE_BENCH_NO_MASKING": "1"}, prefix("base")),
+        "masked": _mitmdump(up.port, script, env, prefix("masked")),
+    }
+
+
+def _stop(procs: dict[str, tuple[subprocess.Popen[bytes], int]]) -> None:
+    for p, _ in procs.values():
+        p.terminate()
+        p.wait(timeout=60)
+
+
+def small_cost(runs: int, callgrind: bool) -> None:
+    """The small response's cost inside the proxy process: CPU time and instructions per request,
+    the masking addon's share against bare mitmdump's whole cost (target < 10%)."""
+    up = Upstream({"small": SMALL})
+    env = {**os.environ, "PHIGATE_TOKEN_KEYS": f"k1={TEST_KEY}"}
+    procs = _targets(up, env)
+    blocks, per_block = runs * 2, 150
+    try:
+        conns = {k: _connect(port) for k, (_, port) in procs.items()}
+        for k in procs:
+            for _ in range(50):
+                _once(conns[k], "small", "agent")
+        cpu: dict[str, list[float]] = {k: [] for k in procs}
+        rnd = random.Random(5)
+        for _ in range(blocks):
+            order = list(procs)
+            rnd.shuffle(order)  # no process always runs right after another
+            for k in order:
+                pid = procs[k][0].pid
+                before = proc_cost.cpu_ns(pid)
+                for _ in range(per_block):
+                    _once(conns[k], "small", "agent")
+                cpu[k].append((proc_cost.cpu_ns(pid) - before) / per_block / 1e6)
+    finally:
+        _stop(procs)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    add = _med_diff(cpu["masked"], cpu["base"])
+    print(f"Small response, CPU time in the proxy process ({blocks} blocks of {per_block} requests, shuffled order):")
+    print(f"  bare mitmdump {med['bare']:.3f} ms/request, script without masking {med['base']:.3f}, with masking "
+          f"{med['masked']:.3f}; masking adds {add:.3f} ms = {100 * add / med['bare']:.1f}% of bare (target < 10%)")
+    if not callgrind:
+        return
+    if not proc_cost.have_callgrind():
+        print("  instructions: valgrind is not installed; skipped")
+        return
+    n = 300
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {k: Path(tmp) / f"{k}.callgrind" for k in ("bare", "base", "masked")}
+        procs = _targets(up, env, lambda k: proc_cost.callgrind_argv(out[k]))
+        try:
+            instr: dict[str, float] = {}
+            for k, (p, port) in procs.items():
+                conn = _connect(port)
+                for _ in range(30):
+                    _once(conn, "small", "agent")
+
+                def work(conn: HTTPConnection = conn) -> None:
+                    for _ in range(n):
+                        _once(conn, "small", "agent")
+
+                instr[k] = proc_cost.counted(p.pid, out[k], work) / n / 1e6
+                conn.close()
+        finally:
+            _stop(procs)
+    add_i = instr["masked"] - instr["base"]
+    print(f"Small response, instructions in the proxy process (callgrind, {n} requests each; deterministic):")
+    print(f"  bare mitmdump {instr['bare']:.2f} M/request, script without masking {instr['base']:.2f} M, with masking "
+          f"{instr['masked']:.2f} M; masking adds {add_i:.2f} M = {100 * add_i / instr['bare']:.1f}% of bare "
+          f"(target < 10%)")
+
+
 def main() -> None:
     os.environ["PHIGATE_TOKEN_KEYS"] = "k1=" + TEST_KEY
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -257,6 +343,7 @@ def main() -> None:
     in_process(runs)
     if "--in-process-only" not in sys.argv:
         through_mitmdump(runs)
+        small_cost(runs, callgrind="--no-callgrind" not in sys.argv)
 
 
 if __name__ == "__main__":
