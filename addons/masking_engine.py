@@ -10,6 +10,7 @@ placeholder must sit at that top-level key; anything else falls back to a full p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -44,9 +45,14 @@ class MaskRun:
         self.by_type[label] += n
 
 
+@functools.lru_cache(maxsize=64)
+def _needle(key: str) -> bytes:
+    return orjson.dumps(key)
+
+
 def _find_key_value(raw: bytes, key: str) -> tuple[int, int] | None:
     """Byte span of the value of `"key":` when it looks like a vector block, else None."""
-    needle = orjson.dumps(key)
+    needle = _needle(key)
     n = len(raw)
     found: list[int] = []  # positions just past `"key":` (the name used as a key, not as a value)
     at = raw.find(needle)

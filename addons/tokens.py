@@ -170,8 +170,17 @@ class KeyRing:
         """Keyed reference of a data subject's identifier under the active key: `ref_<kid>_<hex>`.
 
         HMAC, not a hash: the accounting of disclosures stores these, and an unkeyed hash of an MRN
-        or a name is reversed by enumeration."""
-        return self._ref(self._active, value)
+        or a name is reversed by enumeration. Every response names its subjects, and the same ones
+        again and again: refs are remembered as tokens are, by a keyed hash of the value."""
+        ck = hashlib.blake2b(b"ref\0" + orjson.dumps(value), digest_size=16, key=self._cache_key).digest()
+        hit = self._cache.get(ck)
+        if hit is not None:
+            return hit
+        ref = self._ref(self._active, value)
+        if len(self._cache) >= TOKEN_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[ck] = ref
+        return ref
 
     def subject_refs_all(self, value: Any) -> list[str]:
         """The reference under every held key (to find a subject across key rotations)."""
