@@ -95,6 +95,7 @@ class KeyRing:
         # The same values come back in response after response: remember their tokens, keyed by a
         # keyed hash of (type, value) so the cache holds no identifier in the clear.
         self._cache: dict[bytes, str] = {}
+        self._ref_cache: dict[bytes, str] = {}  # its own: a token's cache key could equal a ref's
         self._cache_key = os.urandom(32)
 
     @property
@@ -172,14 +173,14 @@ class KeyRing:
         HMAC, not a hash: the accounting of disclosures stores these, and an unkeyed hash of an MRN
         or a name is reversed by enumeration. Every response names its subjects, and the same ones
         again and again: refs are remembered as tokens are, by a keyed hash of the value."""
-        ck = hashlib.blake2b(b"ref\0" + orjson.dumps(value), digest_size=16, key=self._cache_key).digest()
-        hit = self._cache.get(ck)
+        ck = hashlib.blake2b(orjson.dumps(value), digest_size=16, key=self._cache_key).digest()
+        hit = self._ref_cache.get(ck)
         if hit is not None:
             return hit
         ref = self._ref(self._active, value)
-        if len(self._cache) >= TOKEN_CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[ck] = ref
+        if len(self._ref_cache) >= TOKEN_CACHE_ENTRIES:
+            self._ref_cache.clear()
+        self._ref_cache[ck] = ref
         return ref
 
     def subject_refs_all(self, value: Any) -> list[str]:

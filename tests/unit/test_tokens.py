@@ -74,6 +74,18 @@ def test_subject_ref_is_keyed_and_normalised() -> None:
     assert "1234567" not in a.subject_ref("1234567")
 
 
+def test_remembered_subject_refs_and_tokens_do_not_mix() -> None:
+    ring = KeyRing.parse(f"k1={K1}")
+    fresh = KeyRing.parse(f"k1={K1}")
+    # A token of a field typed like the ref cache's entries, then the ref of the same value (and
+    # the reverse): each cache answers only for its own kind, and a remembered ref is the HMAC one.
+    token = ring.tokenize("1234567", "ref")
+    ref = ring.subject_ref("1234567")
+    assert ref.startswith("ref_k1_") and ref == fresh.subject_ref("1234567")
+    assert ring.subject_ref("1234567") == ref and ring.tokenize("1234567", "ref") == token
+    assert ring.subject_refs_all("1234567") == [ref]
+
+
 def test_load_keyring_from_file_and_env(tmp_path) -> None:  # type: ignore[no-untyped-def]
     f = tmp_path / "keys"
     f.write_text(f"*k1={K1}\nk0={K2}\n")
