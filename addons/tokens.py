@@ -27,7 +27,7 @@ import hmac
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,16 +136,23 @@ class KeyRing:
         """The token for a JSON value; the same (value, type) always gives the same token."""
         plain = orjson.dumps(value)
         tag = token_type.encode()
-        ck = hashlib.blake2b(tag + b"\0" + plain, digest_size=16, key=self._cache_key).digest()
-        hit = self._cache.get(ck)
-        if hit is not None:
-            return hit
-        sealed = self._active.siv.encrypt(plain, [b"phigate-token", tag])
-        token = f"tok_{token_type}_{self._active.kid}_{sealed.hex()}"
-        if len(self._cache) >= TOKEN_CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[ck] = token
-        return token
+
+        def make() -> str:
+            sealed = self._active.siv.encrypt(plain, [b"phigate-token", tag])
+            return f"tok_{token_type}_{self._active.kid}_{sealed.hex()}"
+
+        return self._remembered(self._cache, tag + b"\0" + plain, make)
+
+    def _remembered(self, cache: dict[bytes, str], plain: bytes, make: Callable[[], str]) -> str:
+        """`make()`, remembered in `cache` under a keyed hash of `plain` (never the value itself)."""
+        ck = hashlib.blake2b(plain, digest_size=16, key=self._cache_key).digest()
+        hit = cache.get(ck)
+        if hit is None:
+            hit = make()
+            if len(cache) >= TOKEN_CACHE_ENTRIES:
+                cache.clear()
+            cache[ck] = hit
+        return hit
 
     def detokenize_match(self, token_type: str, kid: str, body: str) -> Any:
         key = self._keys.get(kid)
@@ -173,15 +180,7 @@ class KeyRing:
         HMAC, not a hash: the accounting of disclosures stores these, and an unkeyed hash of an MRN
         or a name is reversed by enumeration. Every response names its subjects, and the same ones
         again and again: refs are remembered as tokens are, by a keyed hash of the value."""
-        ck = hashlib.blake2b(orjson.dumps(value), digest_size=16, key=self._cache_key).digest()
-        hit = self._ref_cache.get(ck)
-        if hit is not None:
-            return hit
-        ref = self._ref(self._active, value)
-        if len(self._ref_cache) >= TOKEN_CACHE_ENTRIES:
-            self._ref_cache.clear()
-        self._ref_cache[ck] = ref
-        return ref
+        return self._remembered(self._ref_cache, orjson.dumps(value), lambda: self._ref(self._active, value))
 
     def subject_refs_all(self, value: Any) -> list[str]:
         """The reference under every held key (to find a subject across key rotations)."""

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
 from tests.bench.bench_gateway import COLLECTION, wrk_rps
+from tests.bench.proc_cost import cpu_seconds
 from tests.conftest import BACKEND_CREDENTIAL, gateway_options
 from tests.support.servers import (
     ROOT,
@@ -43,13 +43,6 @@ from tests.support.servers import (
 # As tests/conftest.py: the backend credential Forward injects, a test-only masking token key.
 BENCH_ENV = {"PHIGATE_TEST_BACKEND_CREDENTIAL": BACKEND_CREDENTIAL,
              "PHIGATE_TOKEN_KEYS": "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="}
-
-
-def cpu_seconds(pid: int) -> float:
-    """user+sys CPU seconds of a process and its children so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 COLLECTIONS = "/api/v2/tenants/default_tenant/databases/default_database/collections"

@@ -231,10 +231,8 @@ def through_mitmdump(runs: int) -> None:
     big = query_body(_notes(gen, HITS), gen, _vectors())
     up = Upstream({"big": big, "small": SMALL})
     env = {**os.environ, "PHIGATE_TOKEN_KEYS": f"k1={TEST_KEY}"}
-    script = str(Path(__file__).with_name("bench_masking_script.py"))
-    bare, bare_port = _mitmdump(up.port, None, env)
-    base, base_port = _mitmdump(up.port, script, {**env, "PHIGATE_BENCH_NO_MASKING": "1"})
-    masked, masked_port = _mitmdump(up.port, script, env)
+    procs = _targets(up, env)
+    bare_port, base_port, masked_port = (procs[k][1] for k in ("bare", "base", "masked"))
     try:
         n = runs * 20
         print(f"Through mitmdump (loopback, keep-alive, round-robin, {n} rounds; medians of per-round differences):")
@@ -253,9 +251,7 @@ def through_mitmdump(runs: int) -> None:
               f"{_med_diff(r['clinician'], r['base']):.2f} ms (clinician, accounting only), "
               f"{_med_diff(r['agent'], r['base']):.2f} ms (agent, warm: the same notes each time)")
     finally:
-        for p in (bare, base, masked):
-            p.terminate()
-            p.wait(timeout=10)
+        _stop(procs)
 
 
 def _targets(up: Upstream, env: dict[str, str], prefix: Callable[[str], Sequence[str]] = lambda _: ()

@@ -25,8 +25,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from tests.bench.bench_engine import BENCH_ENV, cpu_seconds
+from tests.bench.bench_engine import BENCH_ENV
 from tests.bench.bench_gateway import wrk_rps
+from tests.bench.proc_cost import cpu_seconds
 from tests.conftest import gateway_options
 from tests.support.servers import ROOT, VENV_BIN, Chroma, Idp, Process, free_port, lean_options, wait_http
 
