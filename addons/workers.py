@@ -18,7 +18,9 @@ The supervisor (this module, in the launcher's process):
   checkpoints under the shared audit dir) and the shared approvals store (SQLite, WAL); all workers
   share the admin listener port with SO_REUSEPORT, and any of them serves every worker's holds;
 - writes the HAProxy config and runs HAProxy in the foreground; HAProxy health-checks each
-  worker's /-/readyz every second and stops sending it connections while it fails;
+  worker's /-/readyz every second and stops sending it connections while it fails; a worker
+  whose process exits is marked DOWN at once through HAProxy's admin socket, so its replacement
+  gets connections only once its own check passes (not while it starts or fetches keys);
 - restarts a worker that exits (back-off 0.5 s doubling to 30 s, reset after a minute of uptime);
   the dead worker's pending holds are ended as denied and recorded by the approvals store's reaper
   (a dead local pid) in the surviving or restarted workers;
@@ -114,6 +116,18 @@ def haproxy_config(listen_host: str, listen_port: int, backends: Sequence[Backen
     return "\n".join(lines) + "\n"
 
 
+def haproxy_command(sock: Path, command: str, timeout: float = 2.0) -> str:
+    """One command on HAProxy's admin socket; its answer, stripped (empty when it just complied)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := s.recv(65536):  # HAProxy closes the connection after one command
+            data += chunk
+    return data.decode(errors="replace").strip()
+
+
 @dataclass(slots=True)
 class Worker:
     index: int
@@ -164,7 +178,7 @@ class Supervisor:
         cfg = self.state_dir / "haproxy.cfg"
         backends = [Backend(w.name, "127.0.0.1", w.port) for w in self.workers]
         cfg.write_text(haproxy_config(self.listen_host, self.listen_port, backends, tls=self.tls,
-                                      stats_socket=self.state_dir / "haproxy.sock"))
+                                      stats_socket=self.stats_socket))
         return cfg
 
     def start_haproxy(self) -> None:
@@ -178,7 +192,7 @@ class Supervisor:
                                         stdin=subprocess.DEVNULL)
         self.say(f"HAProxy (pid {self.haproxy.pid}) on {self.listen_host}:{self.listen_port} -> "
                  + ", ".join(f"{w.name}=127.0.0.1:{w.port}" for w in self.workers)
-                 + f"; stats socket {self.state_dir / 'haproxy.sock'}")
+                 + f"; stats socket {self.stats_socket}")
 
     def reap_and_restart(self, now: float) -> None:
         for w in self.workers:
@@ -189,12 +203,38 @@ class Supervisor:
                     w.backoff = RESTART_MIN_S
                 self.say(f"{w.name} (node {w.node_id}, pid {w.proc.pid}) exited with {code} after {uptime:.1f}s; "
                          f"restarting in {w.backoff:.1f}s")
+                self.mark_down(w)
                 w.proc = None
                 w.next_start = now + w.backoff
                 w.backoff = min(RESTART_MAX_S, w.backoff * 2)
                 w.restarts += 1
             if w.proc is None and not self._stopping and now >= w.next_start:
                 self.start_worker(w)
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.state_dir / "haproxy.sock"
+
+    def mark_down(self, w: Worker) -> None:
+        """Tell HAProxy at once that a worker's process is gone; its readiness check brings it back.
+
+        Why not leave it to the checks: they need two failures (up to two intervals), and a worker
+        restarted within that time is never marked DOWN at all. HAProxy then keeps sending it
+        connections while the new process starts (redispatched), and while it listens but is not
+        ready yet; the check that then answers 503 marks it DOWN and `shutdown-sessions` cuts the
+        requests it had just been given. Forced DOWN here, it gets no connection until a check
+        passes, i.e. until the new process answers ready.
+        """
+        if self.haproxy is None or self.haproxy.poll() is not None:
+            return  # HAProxy not started yet (it starts with fresh checks) or already gone
+        try:
+            answer = haproxy_command(self.stats_socket, f"set server workers/{w.name} health down")
+        except OSError as exc:
+            # Not fatal: the checks still take the worker out, only later.
+            self.say(f"could not mark {w.name} DOWN through {self.stats_socket} ({type(exc).__name__}: {exc})")
+            return
+        if answer:
+            self.say(f"HAProxy refused to mark {w.name} DOWN: {answer}")
 
     def wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from addons import launch, workers
-from addons.workers import Backend, Supervisor, haproxy_config, worker_options
+from addons.workers import Backend, Supervisor, haproxy_command, haproxy_config, worker_options
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="HAProxy is not installed (./run.sh setup)")
@@ -98,6 +98,96 @@ def test_a_dead_worker_is_restarted_with_backoff(tmp_path: Path, capsys: pytest.
         sup.shutdown()
     assert all(w.proc is None or w.proc.poll() is not None for w in sup.workers)
     assert "w1 (node n-w1" in capsys.readouterr().err
+
+
+# A stand-in worker: answers HAProxy's readiness check with 503 for its first READY_AFTER seconds
+# (a real worker listens before its signing keys are fetched), then 200.
+STAND_IN = """
+import http.server, sys, time
+port, ready_at = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if time.monotonic() >= ready_at else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def _status(sup: Supervisor, name: str) -> str:
+    rows = haproxy_command(sup.stats_socket, "show stat").lstrip("# ").splitlines()
+    header = rows[0].split(",")
+    for row in rows[1:]:
+        fields = dict(zip(header, row.split(","), strict=False))
+        if fields["pxname"] == "workers" and fields["svname"] == name:
+            return fields["status"]
+    raise AssertionError(f"no server {name} in HAProxy's stats")
+
+
+def _wait_status(sup: Supervisor, name: str, prefix: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _status(sup, name).startswith(prefix):
+        assert time.monotonic() < deadline, f"{name} not {prefix} within {timeout}s: {_status(sup, name)}"
+        time.sleep(0.05)
+
+
+@needs_haproxy
+def test_a_dead_worker_is_marked_down_at_once_and_back_only_when_its_replacement_is_ready(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from tests.support.servers import free_port
+
+    port = free_port()
+    sup = Supervisor([("n-w1", port, [sys.executable, "-c", STAND_IN, str(port), "0"])],
+                     "127.0.0.1", free_port(), tls=False, state_dir=tmp_path)
+    try:
+        w1 = sup.workers[0]
+        sup.start_worker(w1)
+        sup.wait_listening(10)
+        sup.start_haproxy()
+        deadline = time.monotonic() + 10
+        while not sup.stats_socket.exists():
+            assert time.monotonic() < deadline, "HAProxy did not open its stats socket"
+            time.sleep(0.05)
+        _wait_status(sup, "w1", "UP", 10)
+        # The replacement will listen at once but answer "not ready" for its first 2 seconds.
+        w1.argv = [sys.executable, "-c", STAND_IN, str(port), "2"]
+        assert w1.proc is not None
+        w1.proc.kill()
+        w1.proc.wait(10)
+        sup.reap_and_restart(time.monotonic())
+        # Two failed checks (at one-second intervals) could not have done this yet.
+        assert _status(sup, "w1").startswith("DOWN")
+        deadline = time.monotonic() + 10
+        while w1.proc is None:  # the restart back-off
+            sup.reap_and_restart(time.monotonic())
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ready_at = time.monotonic() + 2
+        # Listening but not ready: HAProxy must not take it back (its checks get 503).
+        while time.monotonic() < ready_at - 0.2:
+            assert not _status(sup, "w1").startswith("UP"), "HAProxy took back a worker that is not ready"
+            time.sleep(0.05)
+        _wait_status(sup, "w1", "UP", 5)
+    finally:
+        sup.shutdown()
+    err = capfd.readouterr().err
+    assert "Server workers/w1 is DOWN, changed from CLI" in err  # HAProxy's own account of who did it
+
+
+def test_an_unreachable_admin_socket_is_reported_not_fatal(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # HAProxy "running" (a stand-in process) but no admin socket: the supervisor says so and carries
+    # on (the checks still take the worker out, later), rather than dying and taking every worker down.
+    sup = Supervisor([("n-w1", 1, [sys.executable, "-c", "pass"])], "127.0.0.1", 1, tls=False, state_dir=tmp_path)
+    sup.haproxy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sup.mark_down(sup.workers[0])
+    finally:
+        sup.haproxy.kill()
+        sup.haproxy.wait(10)
+    assert f"could not mark w1 DOWN through {sup.stats_socket} (FileNotFoundError" in capsys.readouterr().err
 
 
 def test_supervise_needs_haproxy(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
