@@ -18,6 +18,7 @@ from mitmproxy import http
 
 from addons.context import Stage
 from addons.respond import refuse
+from addons.startup import runtime_error
 
 log = logging.getLogger("phigate")
 
@@ -25,7 +26,7 @@ Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 def _fail(flow: http.HTTPFlow, stage: Stage, status: int, exc: BaseException) -> None:
     # Log only the exception type: messages can echo request values (PHI, tokens).
-    log.error("phigate %s hook failed (%s); refusing the flow", stage, type(exc).__name__)
+    runtime_error(log, "phigate %s hook failed (%s); refusing the flow", stage, type(exc).__name__)
     refuse(flow, stage, status, "gateway_error", f"the gateway could not complete the {stage} step")
 
 def fail_closed(stage: Stage, status: int = 500) -> Callable[[Hook], Hook]:

@@ -48,6 +48,7 @@ from addons.jwks import (
 from addons.profile_model import Profile
 from addons.profiles import load_profile
 from addons.respond import refuse
+from addons.startup import runtime_error
 
 log = logging.getLogger("phigate")
 
@@ -543,7 +544,7 @@ class Identity:
             self._refuse_auth(flow, err, token)
             return
         except KeysUnavailable as exc:
-            log.error("phigate: request %s refused: no signing keys (%s)", c.request_id, exc)
+            runtime_error(log, "phigate: request %s refused: no signing keys (%s)", c.request_id, exc)
             refuse(flow, Stage.IDENTITY, 503, "identity_unavailable",
                    "the token issuer's signing keys are unavailable; try again later",
                    headers={"retry-after": "5"})

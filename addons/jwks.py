@@ -34,6 +34,8 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from addons.startup import runtime_error
+
 log = logging.getLogger("phigate")
 
 # alg -> (kty, curves). Asymmetric algorithms only: HS* and "none" are absent on purpose, so no
@@ -167,7 +169,7 @@ def parse_jwks(doc: Any, source: str) -> dict[str, SigningKey]:
             continue
         if _PRIVATE_MEMBERS & set(entry):
             # The IdP is leaking its private key; anyone who read this document can mint tokens.
-            log.error("phigate: %s publishes PRIVATE key material for key %r; refusing that key", source, kid)
+            runtime_error(log, "phigate: %s publishes PRIVATE key material for key %r; refusing that key", source, kid)
             continue
         alg = entry.get("alg")
         if alg is not None and alg not in ALLOWED_ALGORITHMS:
@@ -175,7 +177,7 @@ def parse_jwks(doc: Any, source: str) -> dict[str, SigningKey]:
             continue
         if kid in keys or kid in duplicates:
             # Two keys with one kid: which one verifies is ambiguous; use neither.
-            log.error("phigate: %s publishes kid %r twice; refusing both", source, kid)
+            runtime_error(log, "phigate: %s publishes kid %r twice; refusing both", source, kid)
             duplicates.add(kid)
             continue
         try:
@@ -277,7 +279,7 @@ class KeySet:
                 keys = await self._load()
             except FetchError as exc:
                 self.last_error = str(exc)
-                log.error("phigate: cannot refresh signing keys of %s: %s", self.issuer, exc)
+                runtime_error(log, "phigate: cannot refresh signing keys of %s: %s", self.issuer, exc)
                 return False
             finally:
                 self._generation += 1
@@ -331,5 +333,5 @@ class KeySet:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - the refresher must survive anything
                 self.last_error = f"refresh failed ({type(exc).__name__})"
-                log.error("phigate: signing key refresh failed (%s)", type(exc).__name__)
+                runtime_error(log, "phigate: signing key refresh failed (%s)", type(exc).__name__)
                 await asyncio.sleep(self.retry_interval)

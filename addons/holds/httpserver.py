@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import h11
 import orjson
 
+from addons.startup import runtime_error
+
 log = logging.getLogger("phigate")
 
 MAX_BODY = 64 * 1024
@@ -115,7 +117,7 @@ async def _serve_connection(handler: Handler, reader: asyncio.StreamReader,
             try:
                 response = await handler(request)
             except Exception as exc:  # noqa: BLE001 - a handler bug answers 500, never kills the listener
-                log.error("phigate admin API: %s %s failed (%s)", request.method, path, type(exc).__name__)
+                runtime_error(log, "phigate admin API: %s %s failed (%s)", request.method, path, type(exc).__name__)
                 response = json_answer(500, {"error": "internal_error", "detail": "the admin API failed"})
             await _send(conn, writer, response)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:

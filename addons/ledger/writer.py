@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal
 from addons.ledger.wal import AppendFile
+from addons.startup import runtime_error
 
 log = logging.getLogger("phigate")
 
@@ -436,7 +437,7 @@ class Ledger:
     def _fail(self, exc: BaseException, batch: list[_Item]) -> None:
         reason = f"audit store write failed: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
         if not self.broken:
-            log.error("phigate audit: %s; refusing traffic until it recovers", reason)
+            runtime_error(log, "phigate audit: %s; refusing traffic until it recovers", reason)
         self.broken = reason
         err = LedgerError(reason)
         for item in batch + self._pending:
