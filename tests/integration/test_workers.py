@@ -6,8 +6,6 @@ supervisor brings it back, its held request ends denied and recorded), per-worke
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -25,11 +23,21 @@ import pytest
 from addons.certs import make_certs
 from addons.cli_approvals import AdminClient
 from addons.ledger import keys
-from addons.workers import haproxy_command
 from tests.conftest import BACKEND_CREDENTIAL
 from tests.integration.test_approvals_chroma import RECORDS, HeldClient, test_rules
 from tests.integration.test_audit_gateway import REC_KEY
-from tests.support.servers import ROOT, VENV_BIN, Chroma, Idp, Process, free_port, http_call, wait_http
+from tests.support.servers import (
+    ROOT,
+    VENV_BIN,
+    Chroma,
+    Idp,
+    Process,
+    free_port,
+    haproxy_servers,
+    http_call,
+    wait_http,
+    wait_ok,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -105,8 +113,7 @@ class Workers:
         m = re.search(r"stats socket (\S+)", self.proc.log())
         if not m or not Path(m.group(1)).exists():
             return {}
-        rows = csv.DictReader(io.StringIO(haproxy_command(Path(m.group(1)), "show stat").lstrip("# ")))
-        return {r["svname"]: r for r in rows if r["pxname"] == "workers" and r["svname"].startswith("w")}
+        return haproxy_servers(Path(m.group(1)))
 
     def wait_servers_up(self, names: list[str], timeout: float) -> None:
         self.wait_status(names, "UP", timeout)
@@ -229,7 +236,7 @@ def test_killed_worker_restarts_while_the_other_serves_and_its_hold_ends_denied(
         while workers.pids().get(victim) in (None, old_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert workers.pids()[victim] != old_pid, workers.proc.log()[-3000:]
-        _wait_ready(f"http://127.0.0.1:{workers.ports()[victim]}/-/readyz", 60)
+        assert wait_ok(f"http://127.0.0.1:{workers.ports()[victim]}/-/readyz", 60), f"the new {victim} never got ready"
         mark(f"new {victim} ready")
         workers.wait_servers_up([victim, survivor], 60)
         served = int(workers.stats()[victim]["stot"])
@@ -267,21 +274,6 @@ def test_killed_worker_restarts_while_the_other_serves_and_its_hold_ends_denied(
         assert outcome[-1]["ok"] is False, outcome
     finally:
         client.kill()
-
-
-def _wait_ready(url: str, timeout: float) -> None:
-    """Wait until a worker's own readiness endpoint answers 200 (not just any answer)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = http_call("GET", url, timeout=2)[0]
-        except OSError as err:
-            last = err
-        if last == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{url} not ready within {timeout}s (last: {last!r})")
 
 
 def _wait_hold_state(admin: AdminClient, hold_id: str, states: set[str], timeout: float) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import functools
+import io
 import json
 import os
 import shutil
@@ -60,6 +62,29 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | N
             last = exc
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
+
+
+def wait_ok(url: str, timeout: float, cafile: str | None = None) -> bool:
+    """Wait until `url` answers 2xx (a readiness endpoint says ready); False when it never does."""
+    import ssl
+
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=tls):
+                return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    return False
+
+
+def haproxy_servers(sock: Path, backend: str = "workers") -> dict[str, dict[str, str]]:
+    """HAProxy's `show stat` rows for one backend's servers, by server name."""
+    from addons.workers import haproxy_command
+
+    rows = csv.DictReader(io.StringIO(haproxy_command(sock, "show stat").lstrip("# ")))
+    return {r["svname"]: r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
 class Process:
@@ -316,17 +341,7 @@ class Gateway:
 
         Not an error when it stays unready: some tests start gateways that must not be ready
         (unreachable issuer, broken audit store) and check what clients get then."""
-        import ssl
-
-        tls = ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/readyz", timeout=2, context=tls):
-                    return True
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        return False
+        return wait_ok(f"{self.url}/-/readyz", timeout, cafile=self.tls_ca)
 
     def stop(self) -> None:
         self.proc.stop()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from addons import launch, workers
-from addons.workers import Backend, Supervisor, haproxy_command, haproxy_config, worker_options
+from addons.workers import Backend, Supervisor, haproxy_config, worker_options
+from tests.support.servers import free_port, haproxy_servers
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="HAProxy is not installed (./run.sh setup)")
@@ -117,13 +118,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 
 
 def _status(sup: Supervisor, name: str) -> str:
-    rows = haproxy_command(sup.stats_socket, "show stat").lstrip("# ").splitlines()
-    header = rows[0].split(",")
-    for row in rows[1:]:
-        fields = dict(zip(header, row.split(","), strict=False))
-        if fields["pxname"] == "workers" and fields["svname"] == name:
-            return fields["status"]
-    raise AssertionError(f"no server {name} in HAProxy's stats")
+    return haproxy_servers(sup.stats_socket)[name]["status"]
 
 
 def _wait_status(sup: Supervisor, name: str, prefix: str, timeout: float) -> None:
@@ -136,8 +131,6 @@ def _wait_status(sup: Supervisor, name: str, prefix: str, timeout: float) -> Non
 @needs_haproxy
 def test_a_dead_worker_is_marked_down_at_once_and_back_only_when_its_replacement_is_ready(
         tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    from tests.support.servers import free_port
-
     port = free_port()
     sup = Supervisor([("n-w1", port, [sys.executable, "-c", STAND_IN, str(port), "0"])],
                      "127.0.0.1", free_port(), tls=False, state_dir=tmp_path)
