@@ -150,17 +150,17 @@ case "$cmd" in
     ;;
   certs)
     ensure_venv
-    py -m addons.certs --dir "$ROOT/certs" "$@"
+    py -m addons.cli.certs --dir "$ROOT/certs" "$@"
     ;;
   keys)
     ensure_venv
     cd "$ROOT"
-    py -m addons.devkeys "$@"
+    py -m addons.cli.keys "$@"
     ;;
   gateway)
     ensure_venv
     cd "$ROOT"
-    exec "$VENV/bin/python" -m addons.launch "$@"
+    exec "$VENV/bin/python" -m addons.runtime.launch "$@"
     ;;
   demo)
     setup_all
@@ -170,7 +170,7 @@ case "$cmd" in
   verify | replay | export | approvals)
     ensure_venv
     cd "$ROOT"
-    exec "$VENV/bin/python" -m "addons.cli_$cmd" "$@"
+    exec "$VENV/bin/python" -m "addons.cli.$cmd" "$@"
     ;;
   report)
     ensure_venv

@@ -32,16 +32,16 @@ from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, http
 
-from addons.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context, is_settled
+from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
 from addons.holds import httpserver
 from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
 from addons.holds.notify import Notifier
 from addons.holds.store import AsyncHoldStore, HoldStore
 from addons.holds.summary import masked_summary, request_hash
-from addons.respond import refuse
 
 log = logging.getLogger("phigate")
 
@@ -468,9 +468,9 @@ class Approvals:
             actor: Actor = await self.authenticate_override(token)
             return actor
         # The same verifier, keys, audience and role mapping as the traffic path: one JWT verifier.
+        from addons.auth.jwks import KeysUnavailable
         from addons.identity import AuthError
         from addons.identity import Identity as IdentityAddon
-        from addons.jwks import KeysUnavailable
 
         addon = ctx.master.addons.get("identity")
         verifier = getattr(addon, "verifier", None)

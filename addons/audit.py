@@ -26,14 +26,14 @@ from uuid import uuid4
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
-from addons import rulefiles
-from addons.context import FlowContext, Identity, OpKind, Stage, context, is_settled
+from addons.config import rulefiles
+from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings
-from addons.respond import refuse
 
 log = logging.getLogger("phigate")
 

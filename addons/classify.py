@@ -1,7 +1,7 @@
 """Classify: what does this request do, to which collection? (chain slot after Identity)
 
-The request hook canonicalises the target (addons/canonical.py), refuses with 400 whatever a backend
-could read differently from the gateway, matches the backend profile (addons/profiles.py) and sets
+The request hook canonicalises the target (addons/request/canonical_form.py), refuses with 400 whatever a backend
+could read differently from the gateway, matches the backend profile (addons/config/profiles.py) and sets
 `ctx.operation`. The canonical target replaces the original, so the backend receives exactly what
 was classified. A request no route matches becomes `unknown`: not refused here, denied by policy
 (default deny), so the audit shows it like any other denial.
@@ -13,7 +13,7 @@ reach another collection: nothing a caller sends is learned unless the backend a
 backend is the authority on which name an id has. An unmodified chromadb client always creates or
 gets a collection by name before using its id, so the name is normally known; an id this process
 has not seen (learned by another worker, or before a restart) is looked up once from the backend
-with the gateway's own credential when the profile says how (`resolve`, addons/name_lookup.py).
+with the gateway's own credential when the profile says how (`resolve`, addons/request/name_lookup.py).
 Failing that, it classifies with no collection name, which no collection glob matches (default deny).
 """
 
@@ -27,16 +27,16 @@ from typing import Any
 import orjson
 from mitmproxy import ctx, exceptions, http
 
-from addons.canonical import Ambiguous, canonical_target, check_headers, parse_query
-from addons.context import Operation, OpKind, Stage, context, is_settled
+from addons.config.profile_model import CollectionLearning, Profile, RequestParts, Route
+from addons.config.profiles import classify_request, load_profile
+from addons.config.rulefiles import ConfigError
+from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.forward import read_credential
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
-from addons.name_lookup import NameLookup, Upstream
-from addons.profile_model import CollectionLearning, Profile, RequestParts, Route
-from addons.profiles import classify_request, load_profile
-from addons.respond import refuse
-from addons.rulefiles import ConfigError
+from addons.request.canonical_form import Ambiguous, canonical_target, check_headers, parse_query
+from addons.request.name_lookup import NameLookup, Upstream
 
 log = logging.getLogger("phigate")
 

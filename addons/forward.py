@@ -16,11 +16,11 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.context import Action, Stage, context, is_settled
+from addons.config.profile_model import BackendAuth
+from addons.core.context import Action, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
-from addons.profile_model import BackendAuth
-from addons.respond import refuse
 
 log = logging.getLogger("phigate")
 
@@ -123,7 +123,7 @@ class Forward:
 
     def _auth(self) -> BackendAuth:
         # Imported here: profiles.py compiles the profile the classify addon already loaded.
-        from addons.profiles import load_profile
+        from addons.config.profiles import load_profile
 
         # Still looked up per request (a dict lookup): the profile is hot-reloaded, and an unset
         # option raises here, which the fail_closed guard turns into a refusal.

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import rulefiles
-from addons.context import Operation, OpKind, Stage, context, is_settled
-from addons.respond import json_response, refuse
+from addons.config import rulefiles
+from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.core.respond import json_response, refuse
 
 log = logging.getLogger("phigate")
 
@@ -62,7 +62,7 @@ def follow_verbosity() -> None:
     for a line nobody prints (measured with py-spy under tests/bench/bench_gateway.py). At the
     verbosity termlog prints, a debug call returns at `isEnabledFor`. Output is unchanged:
     termlog prints from its verbosity up, and nothing in the chain listens to `add_log`.
-    (The lean engine does the same for the root logger: addons/engine.py RootLogLevel.)
+    (The lean engine does the same for the root logger: addons/runtime/engine.py RootLogLevel.)
     """
     if "termlog_verbosity" not in ctx.options:  # no console log (e.g. unit tests): leave it
         return

@@ -1,7 +1,7 @@
 """Identity: verify the caller's OIDC access token and say who they are (ctx.identity).
 
 Second in the chain, before anything reads roles. A request passes only with a JWT access token
-that the configured issuer signed (keys from its discovery document, see addons/jwks.py), for our
+that the configured issuer signed (keys from its discovery document, see addons/auth/jwks.py), for our
 audience, inside its validity window. Everything else is answered here: 401 with a JSON body and
 `WWW-Authenticate` (RFC 6750), 400 for a request that carries its token ambiguously, 503 when the
 issuer's keys cannot be had and none are cached. Never a pass.
@@ -31,12 +31,7 @@ from typing import Any
 import jwt
 from mitmproxy import ctx, exceptions, http
 
-from addons import rulefiles
-from addons.context import AuthFailure, Stage, context, is_settled
-from addons.context import Identity as Caller
-from addons.gateway import register_readiness
-from addons.guard import fail_closed
-from addons.jwks import (
+from addons.auth.jwks import (
     ALLOWED_ALGORITHMS,
     Fetcher,
     KeySet,
@@ -45,10 +40,15 @@ from addons.jwks import (
     check_trusted_url,
     fetch_json,
 )
-from addons.profile_model import Profile
-from addons.profiles import load_profile
-from addons.respond import refuse
-from addons.startup import runtime_error
+from addons.config import rulefiles
+from addons.config.profile_model import Profile
+from addons.config.profiles import load_profile
+from addons.core.context import AuthFailure, Stage, context, is_settled
+from addons.core.context import Identity as Caller
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
+from addons.core.startup import runtime_error
+from addons.gateway import register_readiness
 
 log = logging.getLogger("phigate")
 

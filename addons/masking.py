@@ -21,11 +21,17 @@ from typing import Any
 import orjson
 from mitmproxy import ctx, exceptions, http
 
-from addons import rulefiles, tokens
-from addons.context import MaskingSummary, OpKind, Stage, context, is_settled
+from addons.config import rulefiles
+from addons.config.jsonpath import compile_path
+from addons.config.masking_rules import MaskingRules, Rule, compile_masking
+from addons.config.profile_model import Profile, Route
+from addons.config.rulefiles import ConfigError, WatchedFile
+from addons.core.context import MaskingSummary, OpKind, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
-from addons.masking_engine import (
+from addons.phi import tokens
+from addons.phi.engine import (
     MaskRun,
     detokenize,
     dump_body,
@@ -35,12 +41,7 @@ from addons.masking_engine import (
     request_summary,
     scan_text,
 )
-from addons.masking_paths import compile_path
-from addons.masking_rules import MaskingRules, Rule, compile_masking
-from addons.profile_model import Profile, Route
-from addons.respond import refuse
-from addons.rulefiles import ConfigError, WatchedFile
-from addons.tokens import KeyRing, KeySetError, TokenError
+from addons.phi.tokens import KeyRing, KeySetError, TokenError
 
 log = logging.getLogger("phigate")
 
@@ -156,7 +157,7 @@ class Masking:
         name = getattr(ctx.options, "phigate_profile", "")
         if not (rules_dir and name):
             return None
-        from addons.profiles import load_profile  # engineer B's compiler; imported when configured
+        from addons.config.profiles import load_profile  # engineer B's compiler; imported when configured
 
         try:
             return load_profile(Path(rules_dir), name)

@@ -46,14 +46,14 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from addons.classify import loaded_check, request_parts
-from addons.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, Stage, context, is_settled
+from addons.config.profile_model import RequestParts
+from addons.config.profiles import compile_jsonpath, present
+from addons.config.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
+from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, Stage, context, is_settled
+from addons.core.guard import fail_closed
+from addons.core.respond import refuse
 from addons.gateway import register_readiness
-from addons.guard import fail_closed
 from addons.identity import RoleMapping, compile_role_mapping
-from addons.profile_model import RequestParts
-from addons.profiles import compile_jsonpath, present
-from addons.respond import refuse
-from addons.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
 
 log = logging.getLogger("phigate")
 

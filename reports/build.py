@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from addons.rulefiles import ConfigError, parse_yaml
-from reports import access, activity, controls, governance, integrity, minimum, protection, software_version
+from addons.config.rulefiles import ConfigError, parse_yaml
 from reports import matrix as matrix_mod
+from reports import software_version
 from reports.figures import figures
 from reports.matrix import Matrix
 from reports.model import Packet, Section
 from reports.period import Period
+from reports.sections import access, activity, controls, governance, integrity, minimum, protection
 from reports.source import open_ledger
 from reports.tables import Collector
 

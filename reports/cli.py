@@ -218,7 +218,7 @@ def cmd_sign(argv: Sequence[str]) -> int:
 
 
 def cmd_disclosures(argv: Sequence[str]) -> int:
-    from addons.tokens import KeySetError, load_keyring
+    from addons.phi.tokens import KeySetError, load_keyring
 
     args = _disclosures_parser().parse_args(list(argv))
     if not args.ledger:

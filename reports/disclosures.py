@@ -1,7 +1,7 @@
 """Accounting of disclosures (45 CFR 164.528) for one patient, from keyed subject references.
 
 The ledger never stores a patient's identifier: the masking addon records, per response, HMAC
-references of the data subjects it disclosed (addons.tokens: `ref_<key id>_<hex>`). Here the
+references of the data subjects it disclosed (addons.phi.tokens: `ref_<key id>_<hex>`). Here the
 identifier given on the command line is turned into its reference under every key the operator
 holds (so disclosures recorded before a key rotation are found too) and looked up.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from addons.rulefiles import ConfigError, parse_yaml
+from addons.config.rulefiles import ConfigError, parse_yaml
 
 LOOKBACK_YEARS = 6  # 164.528(a): disclosures in the six years before the request
 

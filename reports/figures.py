@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from reports.access import BURST
-from reports.minimum import masked_totals
 from reports.period import Period
+from reports.sections.access import BURST
+from reports.sections.minimum import masked_totals
 from reports.tables import Collector
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from addons.rulefiles import ConfigError, parse_yaml
+from addons.config.rulefiles import ConfigError, parse_yaml
 from reports.tables import sql_str
 
 # How a cell reads and is coloured; anything else is shown as written, uncoloured.
@@ -83,7 +83,7 @@ _OTHER = "\x00other"  # a role name no rule can mention
 
 
 def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
-    """The matrix of engineer C's compiled MaskingRules (addons.masking_rules.compile_masking).
+    """The matrix of engineer C's compiled MaskingRules (addons.config.masking_rules.compile_masking).
 
     Columns: every role the rules or the policy's role map name, every role seen in the period, any
     other role, and a caller without an identity (all rules apply: fail closed). Rows: each field,
@@ -145,7 +145,7 @@ def load(rules_file: Path, content: str | None, source: str, seen_roles: Iterabl
     """Compile masking rules with C's compiler: `content` (a version from the ledger) if given, else
     the file. A matrix that cannot be built is reported in the packet, never silently left out."""
     try:
-        from addons.masking_rules import compile_masking
+        from addons.config.masking_rules import compile_masking
     except ImportError as exc:
         return Matrix(source, (), (), error=f"the masking rules compiler is not available ({exc})")
     try:

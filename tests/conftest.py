@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from addons import rulefiles
+from addons.config import rulefiles
 from tests.support.servers import DEFAULT_RUNNER, ROOT, Chroma, Gateway, Idp, lean_options
 
 # The backend credential the gateway injects upstream in tests (never a caller's token).

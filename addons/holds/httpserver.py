@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import h11
 import orjson
 
-from addons.startup import runtime_error
+from addons.core.startup import runtime_error
 
 log = logging.getLogger("phigate")
 

@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from addons.core.startup import runtime_error
 from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal
 from addons.ledger.wal import AppendFile
-from addons.startup import runtime_error
 
 log = logging.getLogger("phigate")
 

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from addons.cli_approvals import AdminClient
+from addons.cli.approvals import AdminClient
 from tests.bench.bench_gateway import latencies, pct, wrk_rps
 from tests.support.servers import ROOT, Chroma, Gateway, Idp, chroma_steps, free_port, wait_http
 

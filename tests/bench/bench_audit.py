@@ -278,7 +278,7 @@ def bench_verify(n: int, runs: int) -> float:
         for _ in range(runs):
             t = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-m", "addons.cli_verify", "--dir", str(tmp / "audit"), "--witness",
+                [sys.executable, "-m", "addons.cli.verify", "--dir", str(tmp / "audit"), "--witness",
                  str(tmp / "witness") + "/", "--key-file", str(key_file)],
                 capture_output=True, text=True, cwd=ROOT,
             )

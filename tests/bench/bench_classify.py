@@ -23,9 +23,9 @@ import orjson
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons import rulefiles
 from addons.classify import Classify
-from addons.context import Identity, context
+from addons.config import rulefiles
+from addons.core.context import Identity, context
 from addons.gateway import Gateway
 from addons.policy import Policy
 

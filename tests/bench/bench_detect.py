@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
-from addons.detect import Detector
-from addons.detect_names import lexicon
+from addons.phi.detect.detector import Detector
+from addons.phi.detect.names import lexicon
 from tests.support.phi_corpus import TYPES, corpus, score
 
 TARGETS = {t: 0.98 for t in ("PHONE", "EMAIL", "SSN", "MRN", "DATE", "IP", "URL")} | {"NAME": 0.90, "ADDRESS": 0.90}

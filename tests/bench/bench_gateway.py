@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from addons.devkeys import gateway_options, make_keys
+from addons.cli.keys import gateway_options, make_keys
 from tests.support.servers import ROOT, VENV_BIN, Chroma, Gateway, Idp, Process, chroma_steps, free_port, wait_http
 
 COLLECTION = "bench_notes"
@@ -128,7 +128,7 @@ def main() -> int:
         full = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit"),
                                     "phigate_holds_db": str(workdir / "holds.sqlite"), "phigate_admin_port": "0"},
                        runner="mitmdump").start()
-        # The core chain as ./run.sh gateway runs chains: in the lean engine (addons/engine.py).
+        # The core chain as ./run.sh gateway runs chains: in the lean engine (addons/runtime/engine.py).
         lean_core_port = free_port()
         lean_core = Process("lean-core", [
             str(VENV_BIN / "python"), "-m", "tests.bench.lean_core", "--mode",
@@ -138,7 +138,7 @@ def main() -> int:
         lean_core.start()
         wait_http(f"http://127.0.0.1:{lean_core_port}/-/healthz", 30, lean_core.proc)
         lean_core_url = f"http://127.0.0.1:{lean_core_port}"
-        # The same full chain as ./run.sh gateway runs it: the lean engine (addons/engine.py).
+        # The same full chain as ./run.sh gateway runs it: the lean engine (addons/runtime/engine.py).
         lean = Gateway(chroma.url, {**base, **gateway_options(keys), "phigate_audit_dir": str(workdir / "audit-lean"),
                                     "phigate_holds_db": str(workdir / "holds-lean.sqlite"), "phigate_admin_port": "0"},
                        runner="lean").start()

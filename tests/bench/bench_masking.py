@@ -33,7 +33,7 @@ import orjson
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons.context import Identity, Operation, OpKind, context
+from addons.core.context import Identity, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
 from tests.bench import proc_cost

@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
 
 from mitmproxy import http  # noqa: E402
 
-from addons.context import Identity, Operation, OpKind, context  # noqa: E402
+from addons.core.context import Identity, Operation, OpKind, context  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.masking import Masking  # noqa: E402
 

@@ -33,7 +33,8 @@ from tests.support.servers import ROOT, VENV_BIN, Chroma, Idp, Process, free_por
 
 PATH = "/api/v2/heartbeat"
 
-SUPERVISE_ONE = ("import sys; from addons.launch import parse, phigate_options; from addons.workers import supervise; "
+SUPERVISE_ONE = ("import sys; from addons.runtime.launch import parse, phigate_options; "
+                 "from addons.runtime.workers import supervise; "
                  "a = parse(sys.argv[1:]); raise SystemExit(supervise(a, phigate_options(a)))")
 
 
@@ -55,7 +56,7 @@ def launcher(name: str, chroma: Chroma, idp: Idp, workdir: Path, workers: int,
     if behind_haproxy and workers == 1:
         argv = [str(VENV_BIN / "python"), "-c", SUPERVISE_ONE, *args]
     else:
-        argv = [str(VENV_BIN / "python"), "-m", "addons.launch", *args]
+        argv = [str(VENV_BIN / "python"), "-m", "addons.runtime.launch", *args]
     return Process(name, argv, env=BENCH_ENV, cwd=ROOT), port
 
 

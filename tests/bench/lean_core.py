@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 
 from addons.classify import Classify
-from addons.engine import main
 from addons.forward import Forward
 from addons.gateway import Gateway
 from addons.identity import Identity
 from addons.policy import Policy
+from addons.runtime.engine import main
 
 if __name__ == "__main__":
     sys.exit(main(chain=[Gateway(), Identity(), Classify(), Policy(), Forward()]))

@@ -1,6 +1,6 @@
 """Approval holds end to end: the real chromadb client held by the gateway (stock mitmdump with
 addons/chain.py) in front of a real Chroma, approvers with real OIDC tokens from the real provider,
-deciding through the admin API and `./run.sh approvals` (python -m addons.cli_approvals)."""
+deciding through the admin API and `./run.sh approvals` (python -m addons.cli.approvals)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from addons.cli_approvals import AdminClient, AdminError
+from addons.cli.approvals import AdminClient, AdminError
 from tests.support.servers import (
     CHROMA_PYTHON,
     ROOT,
@@ -154,7 +154,7 @@ def wait_state(admin: AdminClient, hold_id: str, state: str, timeout: float = 15
 
 
 def cli(env: Env, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "addons.cli_approvals", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "addons.cli.approvals", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=60,
                           env={**os.environ, "PHIGATE_TOKEN": token, "PHIGATE_ADMIN_URL": env.admin_url})
 

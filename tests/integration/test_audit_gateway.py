@@ -27,7 +27,9 @@ from typing import Any
 import orjson
 import pytest
 
-from addons import cli_export, cli_replay, cli_verify
+from addons.cli import export as cli_export
+from addons.cli import replay as cli_replay
+from addons.cli import verify as cli_verify
 from addons.ledger import keys
 from addons.ledger.read import open_ledger
 from tests.support.servers import ROOT, Gateway, Idp, RecordingUpstream, http_call

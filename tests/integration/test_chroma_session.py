@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from addons.certs import make_certs
+from addons.cli.certs import make_certs
 from tests.support.servers import (
     ROOT,
     VENV_BIN,

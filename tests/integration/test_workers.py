@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from addons.certs import make_certs
-from addons.cli_approvals import AdminClient
+from addons.cli.approvals import AdminClient
+from addons.cli.certs import make_certs
 from addons.ledger import keys
 from tests.conftest import BACKEND_CREDENTIAL
 from tests.integration.test_approvals_chroma import RECORDS, HeldClient, test_rules
@@ -46,7 +46,7 @@ TOKEN_KEYS = "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="  # test-only mask
 
 
 class Workers:
-    """`python -m addons.launch --workers 2` (what `./run.sh gateway --workers 2` runs)."""
+    """`python -m addons.runtime.launch --workers 2` (what `./run.sh gateway --workers 2` runs)."""
 
     def __init__(self, chroma: Chroma, idp: Idp, tmp: Path, cert: Path | None = None) -> None:
         self.port = free_port()
@@ -67,7 +67,8 @@ class Workers:
                 # a witness folder: one checkpoint file per node (per worker)
                 "phigate_witness": f"{self.witness}/", "phigate_audit_key_file": str(self.key_file),
                 "phigate_audit_checkpoint_seconds": "1", "phigate_recording_key_env": "PHIGATE_IT_REC_KEY"}
-        argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", chroma.url, "--issuer", idp.issuer,
+        argv = [str(VENV_BIN / "python"), "-m", "addons.runtime.launch", "--upstream", chroma.url,
+                "--issuer", idp.issuer,
                 "--rules", str(self.rules), *(["--cert", str(cert)] if cert else ["--plain-http"]),
                 "--port", str(self.port), "--workers", "2",
                 "--backend-credential-env", "PHIGATE_TEST_BACKEND_CREDENTIAL"]
@@ -296,11 +297,11 @@ def test_each_worker_writes_its_own_ledger_segment_read_as_one_record(workers: W
         time.sleep(0.5)
     assert want <= {p.name for p in nodes.glob("*")}
     time.sleep(2)  # a checkpoint per node (phigate_audit_checkpoint_seconds=1)
-    verify = subprocess.run([sys.executable, "-m", "addons.cli_verify", "--dir", str(workers.audit_dir),
+    verify = subprocess.run([sys.executable, "-m", "addons.cli.verify", "--dir", str(workers.audit_dir),
                              "--witness", f"{workers.witness}/", "--key-file", str(workers.key_file)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    export = subprocess.run([sys.executable, "-m", "addons.cli_export", "--dir", str(workers.audit_dir)],
+    export = subprocess.run([sys.executable, "-m", "addons.cli.export", "--dir", str(workers.audit_dir)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr
     events = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]

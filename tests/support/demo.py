@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from addons.certs import make_certs
-from addons.cli_approvals import AdminClient
-from addons.devkeys import gateway_options, make_keys
+from addons.cli.approvals import AdminClient
+from addons.cli.certs import make_certs
+from addons.cli.keys import gateway_options, make_keys
 from tests.support.servers import ROOT, Chroma, Gateway, Idp, chroma_steps, free_port
 
 COLLECTION = "patients_notes"
@@ -158,7 +158,7 @@ def held_export_approved(admin_url: str, idp: Idp,
 def finish(demo: Demo, stop_gateway: Callable[[], None]) -> None:
     stop_gateway()  # the ledger is read after the gateway has stopped and sealed it
     step(7, "Audit ledger: recompute the Merkle tree and check every signed checkpoint and the witness")
-    from addons.cli_verify import main as verify_main
+    from addons.cli.verify import main as verify_main
 
     verify_main(["--dir", str(demo.workdir / "audit"), "--witness", str(demo.workdir / "witness")])
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from addons.context import OpKind
-from addons.profile_model import BackendAuth, Profile, RecordPaths, Route
+from addons.config.profile_model import BackendAuth, Profile, RecordPaths, Route
+from addons.core.context import OpKind
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "chroma-1.5.9"
 

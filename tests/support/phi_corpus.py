@@ -103,7 +103,7 @@ class Generator:
 
     def vin(self) -> str:
         # Real North American VINs carry a check digit; some records hold foreign VINs without one.
-        from addons.detect_checks import vin_ok
+        from addons.phi.detect.checks import vin_ok
 
         for _ in range(200):
             v = self.us.vin()

@@ -1,6 +1,6 @@
 """Real servers for integration tests and the demo, all on loopback: the OpenID provider (npm
 oidc-provider), a Chroma server (pip chromadb, its own venv) and the gateway (stock mitmdump with
-addons/chain.py, or `python -m addons.launch`). Each is a context manager that starts a process,
+addons/chain.py, or `python -m addons.runtime.launch`). Each is a context manager that starts a process,
 waits until it answers, and stops it (and its log) on exit.
 """
 
@@ -81,7 +81,7 @@ def wait_ok(url: str, timeout: float, cafile: str | None = None) -> bool:
 
 def haproxy_servers(sock: Path, backend: str = "workers") -> dict[str, dict[str, str]]:
     """HAProxy's `show stat` rows for one backend's servers, by server name."""
-    from addons.workers import haproxy_command
+    from addons.runtime.workers import haproxy_command
 
     rows = csv.DictReader(io.StringIO(haproxy_command(sock, "show stat").lstrip("# ")))
     return {r["svname"]: r for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
@@ -270,7 +270,7 @@ def run_chroma_client(script: str, env: Mapping[str, str] | None = None, timeout
 # ---------------------------------------------------------------- gateway
 
 # The runner integration tests use by default: "mitmdump" (stock `mitmdump -s addons/chain.py`) or
-# "lean" (addons/engine.py, the lean master). CI runs the suite on one and a subset on the other.
+# "lean" (addons/runtime/engine.py, the lean master). CI runs the suite on one and a subset on the other.
 RUNNERS = ("mitmdump", "lean")
 DEFAULT_RUNNER = os.environ.get("PHIGATE_TEST_RUNNER", "mitmdump")
 if DEFAULT_RUNNER not in RUNNERS:
@@ -280,14 +280,14 @@ if DEFAULT_RUNNER not in RUNNERS:
 @functools.cache
 def lean_options() -> frozenset[str]:
     """Every option name the lean engine declares (its built-ins plus the chain's addons)."""
-    out = subprocess.run([str(VENV_BIN / "python"), "-m", "addons.engine", "--options"], cwd=ROOT,
+    out = subprocess.run([str(VENV_BIN / "python"), "-m", "addons.runtime.engine", "--options"], cwd=ROOT,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     return frozenset(out.split())
 
 
 class Gateway:
     """The gateway as users run it: stock `mitmdump -s addons/chain.py` in reverse mode (default),
-    the lean engine (`runner="lean"`, `python -m addons.engine`), or the runner behind
+    the lean engine (`runner="lean"`, `python -m addons.runtime.engine`), or the runner behind
     `./run.sh gateway` (`runner="launch"`)."""
 
     def __init__(self, upstream: str, options: Mapping[str, str] | None = None,
@@ -309,13 +309,13 @@ class Gateway:
                 argv += ["--set", f"{k}={v}"]
         elif runner == "lean":
             # Same flags as the mitmdump runner minus flow_detail: the lean engine has no flow dumper.
-            argv = [str(VENV_BIN / "python"), "-m", "addons.engine", "--mode",
+            argv = [str(VENV_BIN / "python"), "-m", "addons.runtime.engine", "--mode",
                     f"reverse:{upstream}@127.0.0.1:{self.port}", "--set", f"confdir={self.workdir / 'conf'}",
                     *args]
             for k, v in self.options.items():
                 argv += ["--set", f"{k}={v}"]
         else:
-            argv = [str(VENV_BIN / "python"), "-m", "addons.launch", "--upstream", upstream,
+            argv = [str(VENV_BIN / "python"), "-m", "addons.runtime.launch", "--upstream", upstream,
                     "--host", "127.0.0.1", "--port", str(self.port),
                     *(["--cert", tls_cert] if tls_cert else ["--plain-http"]), *args]
             flags = {"phigate_rules": "--rules", "phigate_profile": "--profile", "phigate_issuer": "--issuer",

@@ -19,7 +19,7 @@ import pytest
 from mitmproxy.test import taddons, tflow
 
 from addons.approvals import Approvals
-from addons.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, context
+from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.holds.admin import AuthFailed
 from addons.holds.httpserver import Request

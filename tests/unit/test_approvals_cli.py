@@ -1,4 +1,4 @@
-"""`./run.sh approvals` (addons/cli_approvals.py): documented commands, exit codes and messages."""
+"""`./run.sh approvals` (addons/cli/approvals.py): documented commands, exit codes and messages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from addons import cli_approvals
+from addons.cli import approvals as cli_approvals
 from tests.support.servers import free_port
 
 

@@ -16,7 +16,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons import gateway
 from addons.audit import Audit
-from addons.context import (
+from addons.core.context import (
     Action,
     AuthFailure,
     Decision,
@@ -28,11 +28,11 @@ from addons.context import (
     Stage,
     context,
 )
+from addons.core.respond import refuse
 from addons.gateway import Gateway
 from addons.ledger import keys, recording
 from addons.ledger.read import open_ledger
 from addons.ledger.writer import Ledger
-from addons.respond import refuse
 
 REC_KEY = "k1:" + "a" * 43 + "="
 

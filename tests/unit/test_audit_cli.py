@@ -15,7 +15,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from addons import cli_export, cli_replay
+from addons.cli import export as cli_export
+from addons.cli import replay as cli_replay
 from addons.ledger import keys, recording, verify
 from addons.ledger.writer import Ledger, Settings
 from tests.support.servers import RecordingUpstream

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from addons.canonical import Ambiguous
-from addons.context import Action, Identity, Operation, OpKind
-from addons.profile_model import Profile
-from addons.profiles import classify_request, load_profile
-from addons.rulefiles import ConfigError
+from addons.config.profile_model import Profile
+from addons.config.profiles import classify_request, load_profile
+from addons.config.rulefiles import ConfigError
+from addons.core.context import Action, Identity, Operation, OpKind
+from addons.request.canonical_form import Ambiguous
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "backends"

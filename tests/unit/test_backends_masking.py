@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addons.masking_engine import MaskRun, apply_plan
-from addons.masking_paths import compile_path
-from addons.masking_rules import MaskingRules, compile_masking, compile_route_paths
-from addons.profile_model import Route
-from addons.profiles import load_profile
-from addons.rulefiles import parse_yaml
-from addons.tokens import KeyRing, install
+from addons.config.jsonpath import compile_path
+from addons.config.masking_rules import MaskingRules, compile_masking, compile_route_paths
+from addons.config.profile_model import Route
+from addons.config.profiles import load_profile
+from addons.config.rulefiles import parse_yaml
+from addons.phi.engine import MaskRun, apply_plan
+from addons.phi.tokens import KeyRing, install
 from tests.support.recorded_upstream import recorded_json
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Unit tests for addons/canonical.py: one reading of a request target, headers and body."""
+"""Unit tests for addons/request/canonical_form.py: one reading of a request target, headers and body."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from addons.canonical import (
+from addons.request.canonical_form import (
     Ambiguous,
     canonical_target,
     check_headers,

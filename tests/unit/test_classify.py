@@ -14,7 +14,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
 from addons.classify import Classify, CollectionNames, request_parts
-from addons.context import OpKind, Stage, context
+from addons.core.context import OpKind, Stage, context
 from addons.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,8 +296,8 @@ class _Backend:
 
 
 async def test_name_lookup_against_a_server() -> None:
-    from addons.name_lookup import NameLookup, Upstream
-    from addons.profile_model import CollectionLookup
+    from addons.config.profile_model import CollectionLookup
+    from addons.request.name_lookup import NameLookup, Upstream
 
     spec = CollectionLookup("/t/{tenant}/d/{database}/by-id/{collection_id}", "id", "name")
     by_id = f"/t/default_tenant/d/my%20db/by-id/{UUID}"

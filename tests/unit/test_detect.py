@@ -6,8 +6,8 @@ import functools
 
 import pytest
 
-from addons.detect import Detector
-from addons.detect_checks import dea_ok, luhn_ok, npi_ok, vin_ok
+from addons.phi.detect.checks import dea_ok, luhn_ok, npi_ok, vin_ok
+from addons.phi.detect.detector import Detector
 from tests.support.phi_corpus import Scores, corpus, score
 
 PATTERN_TYPES = ("PHONE", "EMAIL", "SSN", "MRN", "DATE", "IP", "URL")
@@ -48,7 +48,7 @@ def test_clinical_numbers_are_not_identifiers(text: str) -> None:
 
 
 def test_org_mrn_format_from_rules() -> None:
-    from addons.detect import DetectConfig
+    from addons.phi.detect.detector import DetectConfig
 
     d = Detector(DetectConfig(mrn_pattern=r"H\d{6}", mrn_standalone=True))
     found = {(s.type, "x H123456 y"[s.start : s.end]) for s in d.find("x H123456 y")}
@@ -90,8 +90,8 @@ def _by_scan(d: Detector, text: str) -> list[tuple[int, int, str, float]]:
     scanned over the whole text. The detector only tries the places where a match can start."""
     import re
 
-    from addons.detect import _RUNS, Span, resolve
-    from addons.detect_names import find_names
+    from addons.phi.detect.detector import _RUNS, Span, resolve
+    from addons.phi.detect.names import find_names
 
     low = text.lower()
     candidates = []

@@ -38,7 +38,7 @@ def test_every_run_sh_command_in_the_readme_exists() -> None:
 
 
 def test_every_gateway_flag_in_the_readme_exists() -> None:
-    out = subprocess.run([str(ROOT / ".phigate" / "venv" / "bin" / "python"), "-m", "addons.launch", "--help"],
+    out = subprocess.run([str(ROOT / ".phigate" / "venv" / "bin" / "python"), "-m", "addons.runtime.launch", "--help"],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     section = README[README.index("## Running the gateway"):README.index("## How it works")]
     gateway_lines = "\n".join(line for line in section.splitlines() if "run.sh keys" not in line)

@@ -1,4 +1,4 @@
-"""The lean engine (addons/engine.py): which built-ins it loads, strict options, hook dispatch."""
+"""The lean engine (addons/runtime/engine.py): which built-ins it loads, strict options, hook dispatch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from mitmproxy import addonmanager, exceptions, hooks, options
 from mitmproxy.test import taddons
 
-from addons import engine
+from addons.runtime import engine
 from tests.support.servers import ROOT
 
 # The exact built-ins the lean master loads, in order (the chain sits after proxyserver, where
@@ -60,7 +60,7 @@ async def test_chain_sits_in_the_script_loader_slot() -> None:
 
 
 def test_the_real_chain_loads_in_the_lean_engine_and_declares_its_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "addons.engine", "--options"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "addons.runtime.engine", "--options"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     names = set(proc.stdout.split())
@@ -104,7 +104,7 @@ async def test_known_options_and_flags_apply() -> None:
 
 def test_a_misspelt_option_stops_the_engine_but_not_mitmdump(tmp_path: Any) -> None:
     # The improvement over mitmdump, end to end: same typo, mitmdump starts anyway.
-    proc = subprocess.run([sys.executable, "-m", "addons.engine", "--set", f"confdir={tmp_path}",
+    proc = subprocess.run([sys.executable, "-m", "addons.runtime.engine", "--set", f"confdir={tmp_path}",
                            "--set", "phigate_profle=chroma"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "phigate_profle: no loaded addon declares it" in proc.stderr
@@ -116,7 +116,7 @@ def test_a_misspelt_option_stops_the_engine_but_not_mitmdump(tmp_path: Any) -> N
 
 def test_config_yaml_keys_are_checked_too(tmp_path: Any) -> None:
     (tmp_path / "config.yaml").write_text("phigate_ruels: rules/\n")
-    proc = subprocess.run([sys.executable, "-m", "addons.engine", "--set", f"confdir={tmp_path}"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "addons.runtime.engine", "--set", f"confdir={tmp_path}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "phigate_ruels" in proc.stderr
@@ -222,7 +222,7 @@ def run_child(code: str) -> str:
 
 def test_skip_message_typechecks_drops_only_that_check() -> None:
     code = (
-        "from addons import engine\n"
+        "from addons.runtime import engine\n"
         "from mitmproxy import http\n"
         "from mitmproxy.proxy import utils\n"
         "engine.skip_message_typechecks()\n"
@@ -242,7 +242,7 @@ def test_skip_message_typechecks_drops_only_that_check() -> None:
 def test_task_names_without_the_environment_lookup() -> None:
     code = (
         "import asyncio, os\n"
-        "from addons import engine\n"
+        "from addons.runtime import engine\n"
         "from mitmproxy.utils import asyncio_utils\n"
         "engine.skip_task_name_env_lookup()\n"
         "os.environ['PYTEST_CURRENT_TEST'] = 'some test'\n"

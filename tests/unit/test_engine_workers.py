@@ -1,4 +1,4 @@
-"""The worker supervisor (addons/workers.py): HAProxy configuration, per-worker options, restarts."""
+"""The worker supervisor (addons/runtime/workers.py): HAProxy configuration, per-worker options, restarts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from addons import launch, workers
-from addons.workers import Backend, Supervisor, haproxy_config, worker_options
+from addons.runtime import launch, workers
+from addons.runtime.workers import Backend, Supervisor, haproxy_config, worker_options
 from tests.support.servers import free_port, haproxy_servers
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -57,7 +57,7 @@ def test_launcher_builds_lean_and_mitmdump_worker_command_lines(tmp_path: Path) 
     opts = launch.phigate_options(args)
     assert "flow_detail" not in opts  # the lean engine has no flow dumper; it would reject the option
     argv = launch.engine_argv(args, opts, host="127.0.0.1", port=9001)
-    assert argv[1:3] == ["-m", "addons.engine"]
+    assert argv[1:3] == ["-m", "addons.runtime.engine"]
     assert argv[argv.index("--mode") + 1] == "reverse:http://127.0.0.1:8000@127.0.0.1:9001"
     args = launch.parse(["--upstream", "http://127.0.0.1:8000", "--issuer", "http://127.0.0.1:9", "--plain-http",
                          "--engine", "mitmdump", "--no-backend-credential"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.context import Action, Decision, HoldInfo, HoldSpec, context
+from addons.config.profile_model import BackendAuth
+from addons.core.context import Action, Decision, HoldInfo, HoldSpec, context
 from addons.forward import Forward
 from addons.gateway import Gateway
-from addons.profile_model import BackendAuth
 
 AUTH = BackendAuth(token_headers=("authorization", "x-chroma-token"), upstream_header="x-chroma-token",
                    upstream_format="{credential}")

@@ -9,7 +9,7 @@ import pytest
 from mitmproxy.test import taddons, tflow
 
 from addons import gateway
-from addons.context import context
+from addons.core.context import context
 from addons.gateway import Gateway, register_readiness
 
 

@@ -1,4 +1,4 @@
-"""Fail-closed hook wrappers (addons/guard.py): any exception is a refusal, never a pass."""
+"""Fail-closed hook wrappers (addons/core/guard.py): any exception is a refusal, never a pass."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from addons.context import Stage, context
-from addons.guard import fail_closed
+from addons.core.context import Stage, context
+from addons.core.guard import fail_closed
 
 
 class Raising:

@@ -1,4 +1,4 @@
-"""Unit tests for addons/identity.py and addons/jwks.py: a local key set served by a fake fetcher."""
+"""Unit tests for addons/identity.py and addons/auth/jwks.py: a local key set served by a fake fetcher."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addons import identity as identity_mod
-from addons import rulefiles
-from addons.context import Stage, context
+from addons.auth.jwks import FetchError, KeySet, KeysUnavailable, UnknownKey, parse_jwks
+from addons.config import rulefiles
+from addons.core.context import Stage, context
 from addons.gateway import Gateway, not_ready_reasons
 from addons.identity import (
     AuthError,
@@ -32,7 +33,6 @@ from addons.identity import (
     compile_role_mapping,
     extract_token,
 )
-from addons.jwks import FetchError, KeySet, KeysUnavailable, UnknownKey, parse_jwks
 
 ISSUER = "https://idp.test"
 AUDIENCE = "phigate"

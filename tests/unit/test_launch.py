@@ -1,4 +1,4 @@
-"""`./run.sh gateway` start-up checks (addons/launch.py)."""
+"""`./run.sh gateway` start-up checks (addons/runtime/launch.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from addons.launch import LaunchError, mitmdump_argv, parse, phigate_options
+from addons.runtime.launch import LaunchError, mitmdump_argv, parse, phigate_options
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import duckdb
 import orjson
 import pytest
 
-from addons import cli_verify
+from addons.cli import verify as cli_verify
 from addons.ledger import keys, layout, merkle, verify
 from addons.ledger.writer import Ledger, Settings
 

@@ -15,13 +15,13 @@ import zstandard
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
-from addons import masking_engine
-from addons.context import Identity, Operation, OpKind, context
+from addons.config.masking_rules import compile_masking
+from addons.config.rulefiles import ConfigError, parse_yaml
+from addons.core.context import Identity, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
-from addons.masking_rules import compile_masking
-from addons.rulefiles import ConfigError, parse_yaml
-from addons.tokens import KeyRing
+from addons.phi import engine as masking_engine
+from addons.phi.tokens import KeyRing
 from tests.support.masking_fixtures import OLD_KEY, TEST_KEY, chroma_profile, fixture
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addons.masking_engine import MaskRun, apply_plan, dump_body, parse_body
-from addons.masking_rules import compile_masking
-from addons.rulefiles import parse_yaml
-from addons.tokens import KeyRing
+from addons.config.masking_rules import compile_masking
+from addons.config.rulefiles import parse_yaml
+from addons.phi.engine import MaskRun, apply_plan, dump_body, parse_body
+from addons.phi.tokens import KeyRing
 from tests.support.masking_fixtures import TEST_KEY, chroma_profile
 
 RING = KeyRing.parse(f"k1={TEST_KEY}")

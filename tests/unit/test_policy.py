@@ -14,14 +14,14 @@ from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
 from addons import policy as policy_mod
-from addons import rulefiles
 from addons.classify import Classify
-from addons.context import Action, HoldSpec, Identity, Operation, OpKind, Stage, context
+from addons.config import rulefiles
+from addons.config.profile_model import RequestParts
+from addons.config.rulefiles import ConfigError
+from addons.core.context import Action, HoldSpec, Identity, Operation, OpKind, Stage, context
 from addons.forward import Forward
 from addons.gateway import Gateway
 from addons.policy import Policy, PolicySet, load_policy
-from addons.profile_model import RequestParts
-from addons.rulefiles import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 TD = "/api/v2/tenants/default_tenant/databases/default_database"

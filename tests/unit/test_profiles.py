@@ -1,4 +1,4 @@
-"""Unit tests for addons/profiles.py and rules/profiles/chroma.yaml, driven by real Chroma captures."""
+"""Unit tests for addons/config/profiles.py and rules/profiles/chroma.yaml, driven by real Chroma captures."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import orjson
 import pytest
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
-from addons.canonical import Ambiguous
-from addons.context import OpKind
-from addons.profile_model import Profile
-from addons.profiles import classify, classify_request, compile_jsonpath, load_profile
-from addons.rulefiles import ConfigError
+from addons.config.profile_model import Profile
+from addons.config.profiles import classify, classify_request, compile_jsonpath, load_profile
+from addons.config.rulefiles import ConfigError
+from addons.core.context import OpKind
+from addons.request.canonical_form import Ambiguous
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path("/work/shared/fixtures/chroma-1.5.9")
@@ -400,7 +400,7 @@ def test_classify_request_returns_the_decoded_parts(chroma: Profile) -> None:
 
 
 def test_profile_reload_applies_good_edits_and_keeps_the_last_good(tmp_path: Path) -> None:
-    from addons import rulefiles
+    from addons.config import rulefiles
 
     rules = write_profile(tmp_path, GOOD)
     wf = load_profile(rules, "demo")

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from addons.tokens import KeyRing
+from addons.phi.tokens import KeyRing
 from reports.disclosures import accounting, lookback_start
 from tests.support import ledger_synth as synth
 from tests.unit.test_report_cli import run

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from addons import rulefiles
-from addons.rulefiles import ConfigError, WatchedFile, require
+from addons.config import rulefiles
+from addons.config.rulefiles import ConfigError, WatchedFile, require
 
 
 def compile_limit(path: Path, doc: Any) -> int:

@@ -1,4 +1,4 @@
-"""Runtime errors logged during mitmproxy's start-up window (addons/startup.py)."""
+"""Runtime errors logged during mitmproxy's start-up window (addons/core/startup.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 import pytest
 from mitmproxy.addons.errorcheck import ErrorCheck
 
-from addons import startup
-from addons.jwks import FetchError, KeySet
+from addons.auth.jwks import FetchError, KeySet
+from addons.core import startup
 
 
 async def _unreachable(url: str) -> object:

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from addons.tokens import KeyRing, KeySetError, TokenError, load_keyring
+from addons.phi.tokens import KeyRing, KeySetError, TokenError, load_keyring
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()

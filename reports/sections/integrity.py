@@ -26,7 +26,7 @@ def run_verify(ledger: Path, public_keys: list[str], key_file: str, witness: str
     if not ledger.is_dir():
         return VerifyOutcome(False, False, f"{ledger} is a single-file copy, not a ledger folder: not verifiable")
     try:
-        from addons import cli_verify
+        from addons.cli import verify as cli_verify
         from addons.ledger import verify
     except ImportError as exc:
         return VerifyOutcome(False, False, f"the ledger's verify module is not available ({exc})")

@@ -21,12 +21,12 @@ from typing import Any
 
 import orjson
 
-from addons.context import MaskingSummary
-from addons.detect import Detector
-from addons.masking_paths import Walker
-from addons.masking_rules import Plan, Rule
-from addons.operators import DROP
-from addons.tokens import TOKEN_RE, KeyRing, TokenError
+from addons.config.jsonpath import Walker
+from addons.config.masking_rules import Plan, Rule
+from addons.core.context import MaskingSummary
+from addons.phi.detect.detector import Detector
+from addons.phi.operators import DROP
+from addons.phi.tokens import TOKEN_RE, KeyRing, TokenError
 
 _VECTOR_BYTES = b"0123456789.eE+-,[] \t\r\nnul"
 

@@ -34,7 +34,7 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
-from addons.startup import runtime_error
+from addons.core.startup import runtime_error
 
 log = logging.getLogger("phigate")
 

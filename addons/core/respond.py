@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from mitmproxy import http
 
-from addons.context import Refusal, Stage, context
+from addons.core.context import Refusal, Stage, context
 
 JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
 

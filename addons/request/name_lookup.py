@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import orjson
 
-from addons.profile_model import CollectionLookup
+from addons.config.profile_model import CollectionLookup
 
 log = logging.getLogger("phigate")
 

@@ -75,7 +75,7 @@ def haproxy_config(listen_host: str, listen_port: int, backends: Sequence[Backen
     check_tls = " check-ssl verify none" if tls else ""
     bind_host = f"[{listen_host}]" if ":" in listen_host else listen_host
     lines = [
-        "# written by addons/workers.py for `run.sh gateway --workers N`; regenerated at every start",
+        "# written by addons/runtime/workers.py for `run.sh gateway --workers N`; regenerated at every start",
         "global",
         # No `log` lines: in the foreground (-db) HAProxy already prints server state changes
         # (a worker DOWN or UP, and why) on stderr, which is all the supervisor's output needs.
@@ -308,8 +308,8 @@ def worker_options(opts: dict[str, str], node_id: str) -> dict[str, str]:
 
 
 def supervise(args: argparse.Namespace, opts: dict[str, str]) -> int:
-    """Entry point from addons/launch.py for --workers N (N > 1)."""
-    from addons.launch import engine_argv, engine_env
+    """Entry point from addons/runtime/launch.py for --workers N (N > 1)."""
+    from addons.runtime.launch import engine_argv, engine_env
 
     if not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists():
         print("[phigate] --workers needs HAProxy: apt-get install haproxy (./run.sh setup installs it)",

@@ -48,9 +48,7 @@ from urllib.parse import unquote
 
 from jsonpath_ng.ext.parser import parse as jsonpath_parse
 
-from addons.canonical import Ambiguous, canonical_target, decode_json, decode_ndjson, parse_query
-from addons.context import OpKind
-from addons.profile_model import (
+from addons.config.profile_model import (
     BackendAuth,
     CollectionLearning,
     CollectionLookup,
@@ -61,7 +59,9 @@ from addons.profile_model import (
     RequestParts,
     Route,
 )
-from addons.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
+from addons.config.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
+from addons.core.context import OpKind
+from addons.request.canonical_form import Ambiguous, canonical_target, decode_json, decode_ndjson, parse_query
 
 KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -536,7 +536,7 @@ def _decode_graphql(body: bytes) -> Any:
     # Parsed with graphql-core into a summary (operation, classes, filters, searches): a regex over
     # the envelope would be fooled by aliases, fragments, comments and variables. Imported lazily so
     # a deployment without GraphQL backends does not load the parser.
-    from addons.body_graphql import decode_graphql
+    from addons.request.graphql import decode_graphql
 
     return decode_graphql(body)
 
@@ -626,7 +626,7 @@ def _unquote(value: str) -> str:
 
 
 # Weaviate's GraphQL bodies are parsed with graphql-core into a summary routes can match on
-# (addons/body_graphql.py, engineer G); a body that does not parse is Ambiguous and refused.
-from addons.body_graphql import decode_graphql as _decode_weaviate_graphql  # noqa: E402
+# (addons/request/graphql.py, engineer G); a body that does not parse is Ambiguous and refused.
+from addons.request.graphql import decode_graphql as _decode_weaviate_graphql  # noqa: E402
 
 register_body_decoder("graphql", _decode_weaviate_graphql)

@@ -2,7 +2,7 @@
 
 A profile is data, not code: it says, for one backend, which routes exist, what kind of operation
 each is, where the collection sits, and where records (ids, documents, metadata/payload, vectors)
-sit in that route's requests and responses. `addons/profiles.py` compiles YAML into these frozen
+sit in that route's requests and responses. `addons/config/profiles.py` compiles YAML into these frozen
 objects once at load; the classify, masking and forward addons only read them.
 
 The shape is designed against every backend of ../shared/BACKENDS.md, not Chroma alone:
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from addons.context import OpKind
+from addons.core.context import OpKind
 
 
 @dataclass(frozen=True, slots=True)

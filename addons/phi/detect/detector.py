@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from addons import detect_checks as checks
-from addons.detect_names import find_names
+from addons.phi.detect import checks
+from addons.phi.detect.names import find_names
 
 TYPES = (
     "NAME", "ADDRESS", "ZIP", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "SSN", "MRN", "HEALTH_PLAN",

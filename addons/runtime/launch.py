@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class LaunchError(Exception):
@@ -74,7 +74,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="any other mitmproxy/phigate option, as for mitmdump --set (repeatable)")
     p.add_argument("--engine", choices=("lean", "mitmdump"), default=env("PHIGATE_ENGINE", "lean"),
                    help="lean: the chain in a mitmproxy master with only the built-ins a gateway needs "
-                        "(addons/engine.py; unknown --set names are an error); mitmdump: stock mitmdump -s "
+                        "(addons/runtime/engine.py; unknown --set names are an error); mitmdump: stock mitmdump -s "
                         "addons/chain.py (env PHIGATE_ENGINE, default lean)")
     p.add_argument("--workers", type=int, default=int(env("PHIGATE_WORKERS", "1")),
                    help="gateway processes behind HAProxy on the one listen address (env PHIGATE_WORKERS, "
@@ -164,7 +164,7 @@ def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None
     if getattr(args, "engine", "mitmdump") == "mitmdump":
         argv = [str(Path(sys.executable).parent / "mitmdump"), "-s", str(ROOT / "addons" / "chain.py")]
     else:
-        argv = [sys.executable, "-m", "addons.engine"]
+        argv = [sys.executable, "-m", "addons.runtime.engine"]
     argv += ["--mode", f"reverse:{args.upstream}@{host}:{port}"]
     if not args.plain_http:
         argv += ["--certs", f"*={args.cert}"]
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(profile {args.profile}, rules {args.rules}, engine {args.engine}, workers {args.workers})",
           file=sys.stderr, flush=True)
     if args.workers > 1:
-        from addons.workers import supervise
+        from addons.runtime.workers import supervise
 
         return supervise(args, opts)
     argv_ = engine_argv(args, opts)
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def engine_env() -> dict[str, str]:
-    """This environment, with the repo importable for `python -m addons.engine` from any folder."""
+    """This environment, with the repo importable for `python -m addons.runtime.engine` from any folder."""
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
     return 0  # pragma: no cover

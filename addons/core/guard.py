@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from mitmproxy import http
 
-from addons.context import Stage
-from addons.respond import refuse
-from addons.startup import runtime_error
+from addons.core.context import Stage
+from addons.core.respond import refuse
+from addons.core.startup import runtime_error
 
 log = logging.getLogger("phigate")
 

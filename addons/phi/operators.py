@@ -17,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from addons.detect import Detector, Span
-from addons.tokens import TYPE_RE, KeyRing
+from addons.phi.detect.detector import Detector, Span
+from addons.phi.tokens import TYPE_RE, KeyRing
 
 MEMO_ENTRIES = 20_000
 

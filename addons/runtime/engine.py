@@ -1,6 +1,6 @@
 """The lean engine: the phigate chain in a mitmproxy master that loads only the built-ins it needs.
 
-    python -m addons.engine --mode reverse:http://127.0.0.1:8000@127.0.0.1:8443 --certs '*=certs/server.pem' \
+    python -m addons.runtime.engine --mode reverse:http://127.0.0.1:8000@127.0.0.1:8443 --certs '*=certs/server.pem' \
         --set phigate_rules=rules/ --set phigate_profile=chroma ...
 
 Why: stock mitmdump (DumpMaster) loads ~36 built-in addons, and mitmproxy calls every hook of every
@@ -376,7 +376,7 @@ def phigate_chain() -> list[object]:
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m addons.engine",
+        prog="python -m addons.runtime.engine",
         description="Run the phigate chain in the lean mitmproxy engine (a subset of mitmdump's flags).",
     )
     p.add_argument("--mode", "-m", action="append", default=[], help="proxy mode, as for mitmdump")

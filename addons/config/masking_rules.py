@@ -1,7 +1,7 @@
 """rules/masking.yaml compiled once into frozen rules, and per-route masking plans.
 
     subjects: [mrn, patient_name]      # fields naming a data subject (keyed refs for 164.528)
-    detect: {mrn: {pattern: '\\d{7}'}}   # free-text recogniser settings (addons/detect.py)
+    detect: {mrn: {pattern: '\\d{7}'}}   # free-text recogniser settings (addons/phi/detect/detector.py)
     rules:
       - id: agents-tokenize-ids
         roles_except: [clinicians]     # or roles: [agents]
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from addons.context import OpKind
-from addons.detect import Detector, compile_config
-from addons.masking_paths import PathError, Walker, compile_path
-from addons.operators import Operator, OperatorError, build
-from addons.profile_model import Route
-from addons.rulefiles import ConfigError, require
+from addons.config.jsonpath import PathError, Walker, compile_path
+from addons.config.profile_model import Route
+from addons.config.rulefiles import ConfigError, require
+from addons.core.context import OpKind
+from addons.phi.detect.detector import Detector, compile_config
+from addons.phi.operators import Operator, OperatorError, build
 
 RULE_KEYS = frozenset(
     {"id", "roles", "roles_except", "backends", "operations", "fields", "documents", "ids", "paths",

@@ -33,7 +33,7 @@ from graphql.language import (
 )
 from graphql.utilities import value_from_ast_untyped
 
-from addons.canonical import Ambiguous, decode_json
+from addons.request.canonical_form import Ambiguous, decode_json
 
 # Arguments of a Weaviate class field that make it a similarity search (and those carrying raw text).
 SEARCH_ARGS = ("nearVector", "nearText", "nearObject", "nearImage", "nearMedia", "hybrid", "bm25", "ask",
@@ -159,6 +159,6 @@ def decode_graphql(body: bytes) -> dict[str, Any]:
 
 def install() -> None:
     """Make `body: graphql` routes see the parsed summary instead of the raw JSON envelope."""
-    from addons.profiles import register_body_decoder
+    from addons.config.profiles import register_body_decoder
 
     register_body_decoder("graphql", decode_graphql)

@@ -1,0 +1,1 @@
+"""Caller identity: the issuer's published key set and access-token verification."""

@@ -1,0 +1,1 @@
+"""Command-line tools behind ./run.sh: approvals, export, replay, verify, keys, certs."""

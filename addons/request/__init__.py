@@ -1,0 +1,1 @@
+"""Reading a request: its canonical form, GraphQL bodies, and collection-name lookup."""

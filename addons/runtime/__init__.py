@@ -1,0 +1,1 @@
+"""Running the chain: the lean engine, the launcher and the worker supervisor."""
