@@ -79,7 +79,7 @@ def build(opts: BuildOptions) -> Packet:
             governance.incidents(col),
             governance.reviews(col, opts.period),
         ]
-        # Numbered as in ../shared/HIPAA.md "An evidence packet": the cover is 1.
+        # Numbered in the order auditors read an evidence packet: the cover is 1.
         for i, s in enumerate(sections, start=2):
             s.number = i
         f = figures(col, opts.period)

@@ -5,7 +5,7 @@ each is, where the collection sits, and where records (ids, documents, metadata/
 sit in that route's requests and responses. `addons/config/profiles.py` compiles YAML into these frozen
 objects once at load; the classify, masking and forward addons only read them.
 
-The shape is designed against every backend of ../shared/BACKENDS.md, not Chroma alone:
+The shape is designed against every supported backend (rules/profiles/), not Chroma alone:
 - a route may match on method + path template, and further on body predicates (Chroma's export is
   POST /get with neither ids nor where; Milvus's delete decides by-id vs by-filter on its filter);
 - a route may declare its body NDJSON (OpenSearch _bulk/_msearch) or GraphQL (Weaviate), judged

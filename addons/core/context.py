@@ -29,7 +29,7 @@ NAMESPACE = "phigate"
 
 
 class OpKind(enum.StrEnum):
-    """Operation kinds, shared by every backend profile (see ../shared/BACKENDS.md)."""
+    """Operation kinds, shared by every backend profile (rules/profiles/)."""
 
     HEALTH = "health"
     ADMIN = "admin"

@@ -28,9 +28,10 @@ from addons.config import rulefiles
 from addons.core.context import Identity, context
 from addons.gateway import Gateway
 from addons.policy import Policy
+from tests.support.masking_fixtures import CHROMA_CAPTURES
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path("/work/shared/fixtures/chroma-1.5.9")
+FIXTURES = CHROMA_CAPTURES
 SAMPLES = {  # capture -> label
     "004_GET_api_v2_heartbeat.json": "heartbeat (GET, no body)",
     "010_POST_t_tenant_databases_default_database_collections_f43b389c-34ca-4a94-9620-85cc91eb9677_query.json":

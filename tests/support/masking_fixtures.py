@@ -1,7 +1,7 @@
 """A Chroma backend profile for masking tests, built the way rules/profiles/chroma.yaml describes it.
 
 Masking unit tests must not depend on the profile compiler (engineer B's) to exercise the masker;
-the record paths here are the ones ../shared/BACKENDS.md and the captured traffic show.
+the record paths here are the ones each backend's API documents and the captured traffic show.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 from addons.config.profile_model import BackendAuth, Profile, RecordPaths, Route
 from addons.core.context import OpKind
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "chroma-1.5.9"
+# Real captures of the chromadb client against a Chroma 1.5.9 server, with its OpenAPI document.
+CHROMA_CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chroma-1.5.9"
+FIXTURES = CHROMA_CAPTURES
 
 T = "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}"
 TEST_KEY = base64.b64encode(b"k" * 32).decode()
@@ -42,6 +44,6 @@ def chroma_profile() -> Profile:
 
 
 def fixture(seq: int) -> dict[str, Any]:
-    """One captured exchange from ../shared/fixtures/chroma-1.5.9 by sequence number."""
+    """One captured exchange from tests/fixtures/chroma-1.5.9 by sequence number."""
     (path,) = FIXTURES.glob(f"{seq:03d}_*.json")
     return json.loads(path.read_text())  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""Every route of ../shared/BACKENDS.md classifies to the expected kind, on every backend profile.
+"""Every documented route of each backend classifies to the expected kind, on every backend profile.
 
 Two tables: hand-written requests (one per route, with the tricky ones on purpose), and what the real
 clients sent (tests/fixtures/backends/<backend>/captures.json, made by tests/support/backend_clients.py

@@ -16,9 +16,10 @@ from addons import classify as classify_mod
 from addons.classify import Classify, CollectionNames, request_parts
 from addons.core.context import OpKind, Stage, context
 from addons.gateway import Gateway
+from tests.support.masking_fixtures import CHROMA_CAPTURES
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path("/work/shared/fixtures/chroma-1.5.9")
+FIXTURES = CHROMA_CAPTURES
 TD = "/api/v2/tenants/default_tenant/databases/default_database"
 UUID = "f43b389c-34ca-4a94-9620-85cc91eb9677"
 OTHER = "3d2da786-98c9-4382-831a-a5e799dc6158"

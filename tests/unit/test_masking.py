@@ -1,4 +1,4 @@
-"""The Masking addon on real captured Chroma responses (../shared/fixtures/chroma-1.5.9)."""
+"""The Masking addon on real captured Chroma responses (tests/fixtures/chroma-1.5.9)."""
 
 from __future__ import annotations
 

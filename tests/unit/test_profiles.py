@@ -16,9 +16,10 @@ from addons.config.profiles import classify, classify_request, compile_jsonpath,
 from addons.config.rulefiles import ConfigError
 from addons.core.context import OpKind
 from addons.request.canonical_form import Ambiguous
+from tests.support.masking_fixtures import CHROMA_CAPTURES
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path("/work/shared/fixtures/chroma-1.5.9")
+FIXTURES = CHROMA_CAPTURES
 TD = "/api/v2/tenants/default_tenant/databases/default_database"
 UUID = "f43b389c-34ca-4a94-9620-85cc91eb9677"
 

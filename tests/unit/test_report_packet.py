@@ -144,7 +144,7 @@ def test_html_has_every_section_and_the_control_table(packet: generate.Written) 
     html = w.html.read_text()
     headings = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<h2>(.*?)</h2>", html, re.S)]
     numbered = [re.sub(r"\s+", " ", h.split("\n")[0]) for h in headings if h[:1].isdigit()]
-    # In the order of ../shared/HIPAA.md "An evidence packet", numbered as there (the cover is 1).
+    # In the order auditors read an evidence packet (the cover is 1).
     assert numbered == [f"{i} {t}" for i, t in enumerate(SECTION_TITLES, start=2)]
     for cite in CITES:
         assert f"§{cite}" in html, cite
