@@ -34,8 +34,8 @@ from mitmproxy import connection, ctx, exceptions, http
 
 from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context, is_settled
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.holds import httpserver
 from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
@@ -469,7 +469,7 @@ class Approvals:
             return actor
         # The same verifier, keys, audience and role mapping as the traffic path: one JWT verifier.
         from addons.auth.jwks import KeysUnavailable
-        from addons.identity import AuthError
+        from addons.auth.verifier import AuthError
         from addons.identity import Identity as IdentityAddon
 
         addon = ctx.master.addons.get("identity")

@@ -29,8 +29,8 @@ from mitmproxy import ctx, exceptions, http
 from addons.config import rulefiles
 from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings

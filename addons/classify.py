@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from addons.config.credentials import read_credential
 from addons.config.profile_model import CollectionLearning, Profile, RequestParts, Route
 from addons.config.profiles import classify_request, load_profile
 from addons.config.rulefiles import ConfigError
 from addons.core.context import Operation, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
+from addons.core.readiness import loaded_check, register_readiness
 from addons.core.respond import refuse
-from addons.forward import read_credential
-from addons.gateway import register_readiness
 from addons.request.canonical_form import Ambiguous, canonical_target, check_headers, parse_query
 from addons.request.name_lookup import NameLookup, Upstream
 
@@ -49,18 +48,6 @@ def request_parts(flow: http.HTTPFlow) -> RequestParts | None:
     parts = flow.metadata.get(PARTS_KEY)
     return parts if isinstance(parts, RequestParts) else None
 
-
-def loaded_check(what: str, load: Callable[[], object]) -> Callable[[], str | None]:
-    """A readiness check: None while `load()` works, else why not (any failure means not ready)."""
-
-    def check() -> str | None:
-        try:
-            load()
-        except Exception as exc:  # noqa: BLE001
-            return f"{what} not loaded ({type(exc).__name__})"
-        return None
-
-    return check
 
 
 class CollectionNames:

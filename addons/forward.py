@@ -11,16 +11,15 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.config.credentials import read_credential
 from addons.config.profile_model import BackendAuth
 from addons.core.context import Action, Stage, context, is_settled
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 
 log = logging.getLogger("phigate")
 
@@ -32,20 +31,6 @@ RELEASED_HOLD_STATES = frozenset({"approved", "granted", "break_glass"})
 ALWAYS_STRIPPED = ("authorization", "proxy-authorization", "x-chroma-token", "api-key", "x-api-key",
                    "cookie")
 
-
-def read_credential(env_name: str, file_name: str) -> str | None:
-    """The backend credential from the env var or the file; None when neither yields one."""
-    if env_name:
-        value = os.environ.get(env_name, "").strip()
-        if value:
-            return value
-    if file_name:
-        try:
-            value = Path(file_name).read_text().strip()
-        except OSError:
-            return None
-        return value or None
-    return None
 
 
 class Forward:

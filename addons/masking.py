@@ -28,8 +28,8 @@ from addons.config.profile_model import Profile, Route
 from addons.config.rulefiles import ConfigError, WatchedFile
 from addons.core.context import MaskingSummary, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.phi import tokens
 from addons.phi.engine import (
     MaskRun,

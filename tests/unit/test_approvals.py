@@ -523,7 +523,7 @@ async def test_workers_can_share_the_admin_port(tmp_path: Path) -> None:
 
 
 async def test_unusable_store_refuses_holds_and_is_not_ready(tmp_path: Path) -> None:
-    from addons.gateway import not_ready_reasons
+    from addons.core.readiness import not_ready_reasons
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

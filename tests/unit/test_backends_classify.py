@@ -513,7 +513,7 @@ UNKNOWN = [
 def test_unknown_route_matches_nothing_and_is_denied(backend: str, method: str, target: str, body: Any) -> None:
     c = run(backend, method, target, body)
     assert c.route is None
-    from addons.policy import load_policy
+    from addons.config.policy_rules import load_policy
 
     policy = load_policy(ROOT / "rules").current
     op = Operation(backend=backend, kind=OpKind.UNKNOWN, route="unknown", method=method, path=target)

@@ -14,6 +14,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
 from addons.classify import Classify, CollectionNames, request_parts
+from addons.core import readiness
 from addons.core.context import OpKind, Stage, context
 from addons.gateway import Gateway
 from tests.support.masking_fixtures import CHROMA_CAPTURES
@@ -247,8 +248,8 @@ def test_readiness_check_says_what_is_not_loaded() -> None:
     def broken() -> None:
         raise FileNotFoundError("rules/profiles/chroma.yaml")
 
-    assert classify_mod.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
-    assert classify_mod.loaded_check("backend profile", lambda: None)() is None
+    assert readiness.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
+    assert readiness.loaded_check("backend profile", lambda: None)() is None
 
 
 async def test_unknown_ids_are_looked_up_from_the_backend_once(addon: Classify) -> None:

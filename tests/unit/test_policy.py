@@ -13,15 +13,15 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
-from addons import policy as policy_mod
 from addons.classify import Classify
-from addons.config import rulefiles
+from addons.config import policy_rules, rulefiles
+from addons.config.policy_rules import PolicySet, load_policy
 from addons.config.profile_model import RequestParts
 from addons.config.rulefiles import ConfigError
 from addons.core.context import Action, HoldSpec, Identity, Operation, OpKind, Stage, context
 from addons.forward import Forward
 from addons.gateway import Gateway
-from addons.policy import Policy, PolicySet, load_policy
+from addons.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 TD = "/api/v2/tenants/default_tenant/databases/default_database"
@@ -381,7 +381,7 @@ async def test_chain_forwards_a_good_request(chain: tuple[taddons.context, list[
 
 @pytest.mark.parametrize(("target", "attr", "stage"), [
     (classify_mod, "classify_request", Stage.CLASSIFY),
-    (policy_mod.PolicySet, "decide", Stage.POLICY),
+    (policy_rules.PolicySet, "decide", Stage.POLICY),
 ])
 async def test_a_raising_hook_refuses_and_nothing_is_forwarded(
         chain: tuple[taddons.context, list[Any]], monkeypatch: pytest.MonkeyPatch,
