@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
+from addons.core import observe
 from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
@@ -307,6 +308,7 @@ class Audit:
 
     @fail_closed(Stage.AUDIT, 503)
     def request(self, flow: http.HTTPFlow) -> None:
+        observe.forwarding(flow)
         if is_settled(flow):
             return
         # Still starting (ledger not open yet): let it through; its response waits for the ledger.
@@ -359,6 +361,7 @@ class Audit:
             c.audit_seq = await ledger.append("event", row, payload)
         except LedgerError:
             self._refuse(flow, c)
+        observe.flow_done(flow, row)
 
     def _refuse(self, flow: http.HTTPFlow, c: FlowContext) -> None:
         if self.ledger is not None:

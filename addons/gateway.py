@@ -16,6 +16,7 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
+from addons.core import logs
 from addons.core.context import Operation, OpKind, Stage, context, is_settled
 from addons.core.readiness import not_ready_reasons
 from addons.core.respond import json_response, refuse
@@ -62,6 +63,7 @@ class Gateway:
         add("phigate_node_id", str, socket.gethostname(), "This gateway node's id, recorded in every audit event.")
         add("phigate_allow_plain_http", bool, False,
             "Accept clients over plain HTTP. Off by default: PHI and tokens travel only over TLS.")
+        logs.add_options(add)
 
     def configure(self, updated: set[str]) -> None:
         # (The option belongs to mitmproxy's proxy server addon, absent in bare unit-test contexts.)
@@ -72,6 +74,7 @@ class Gateway:
             ctx.options.connection_strategy = "lazy"
         if "termlog_verbosity" in updated:
             follow_verbosity()
+        logs.configure(updated, ctx.options)
         if "phigate_allow_plain_http" in updated:
             self._allow_plain_http = bool(ctx.options.phigate_allow_plain_http)
         if "phigate_rules" in updated and ctx.options.phigate_rules:

@@ -34,6 +34,7 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from addons.core import metrics
 from addons.core.startup import runtime_error
 
 log = logging.getLogger("phigate")
@@ -279,12 +280,14 @@ class KeySet:
                 keys = await self._load()
             except FetchError as exc:
                 self.last_error = str(exc)
+                metrics.jwks_refresh(ok=False)
                 runtime_error(log, "phigate: cannot refresh signing keys of %s: %s", self.issuer, exc)
                 return False
             finally:
                 self._generation += 1
             removed = frozenset(self.keys) - frozenset(keys)
             self.keys, self.fetched_at, self.last_error = keys, self._clock(), None
+            metrics.jwks_refresh(ok=True)
             log.info("phigate: signing keys of %s: %s", self.issuer, ", ".join(sorted(keys)) or "none usable")
         if removed:
             log.info("phigate: signing keys withdrawn by %s: %s", self.issuer, ", ".join(sorted(removed)))

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from addons.core import metrics
+
 log = logging.getLogger("phigate")
 
 
@@ -144,10 +146,12 @@ class WatchedFile[T]:
             self._keep_last_good(exc.diagnostics())
             return False
         log.info("phigate: reloaded %s (sha256 %s)", self.path, (self.sha256 or "")[:12])
+        metrics.rule_reload(applied=True)
         return True
 
     def _keep_last_good(self, why: str) -> None:
-        if why != self.last_error:
+        if why != self.last_error:  # polled every second: one count per bad edit, not per poll
+            metrics.rule_reload(applied=False)
             log.error("phigate: keeping the last good rules; %s", why)
         self.last_error = why
 

@@ -176,6 +176,7 @@ class FlowContext:
     audit_seq: int | None = None
     # The gateway answered itself (health, refusal): no upstream response to mask.
     answered_by_gateway: bool = False
+    forwarded_at: float | None = None  # wall clock when the request left for the backend (metrics)
 
 
 def context(flow: http.HTTPFlow) -> FlowContext:

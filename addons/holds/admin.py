@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from addons.core import metrics
 from addons.holds.httpserver import Request, Response, json_answer
 from addons.holds.model import Actor, DecisionError, Grant, Hold, HoldState
 from addons.holds.store import AsyncHoldStore, HoldStore
@@ -102,6 +103,12 @@ class AdminApi:
             return Response(200, self._assets[name], _ASSET_TYPES[name])
         if path == "/healthz":
             return json_answer(200, {"status": "ok", "node_id": self.settings.node_id})
+        if path == "/metrics" and request.method == "GET":
+            # Unauthenticated, as Prometheus scrapes: counts and durations only, no PHI and no names.
+            pending = await self.store.call(self.store.store.count_pending)
+            body = metrics.exposition([metrics.gauge("phigate_holds_pending",
+                                                     "Requests waiting for an approver, every worker's.", pending)])
+            return Response(200, body, metrics.CONTENT_TYPE)
         if not path.startswith("/api/"):
             return json_answer(404, {"error": "not_found", "detail": f"no admin endpoint {path}"})
         try:

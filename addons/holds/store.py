@@ -261,6 +261,10 @@ class HoldStore:
             out.append(_hold(row, tuple(dict(a) for a in approvals)))
         return out
 
+    def count_pending(self) -> int:
+        row = self.db.execute("SELECT count(*) FROM holds WHERE state = ?", (str(HoldState.PENDING),)).fetchone()
+        return int(row[0])
+
     def settled_among(self, hold_ids: Iterable[str]) -> list[Hold]:
         """Those of `hold_ids` no longer pending (decided by any process)."""
         ids = list(hold_ids)

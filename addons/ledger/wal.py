@@ -8,12 +8,14 @@ lines have no seq or leaf hash. The entry travels as a string so its exact hashe
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from addons.core import metrics
 from addons.ledger import merkle
 
 
@@ -85,7 +87,9 @@ class AppendFile:
         self.size += len(data)
 
     def sync(self) -> None:
+        start = time.perf_counter()
         os.fdatasync(self.fd)
+        metrics.fsync_seconds(time.perf_counter() - start)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)

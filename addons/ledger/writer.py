@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from addons.core import metrics
 from addons.core.startup import runtime_error
 from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal
 from addons.ledger.wal import AppendFile
@@ -352,6 +353,7 @@ class Ledger:
             if item.future is not None and not item.future.done():
                 item.future.set_result(item.seq or 0)
         self.batches += 1
+        metrics.audit_committed(len(batch), batch[0].ts if batch else None)
 
     def _rotate(self) -> None:
         """Start a new write-ahead segment and queue the full one for sealing."""

@@ -24,6 +24,8 @@ The supervisor (this module, in the launcher's process):
 - restarts a worker that exits (back-off 0.5 s doubling to 30 s, reset after a minute of uptime);
   the dead worker's pending holds are ended as denied and recorded by the approvals store's reaper
   (a dead local pid) in the surviving or restarted workers;
+- gives the workers one Prometheus multiprocess folder, so the shared admin port's `/metrics`
+  answers with every worker's counts summed (one scrape target for the gateway);
 - stops everything on SIGTERM/SIGINT, HAProxy first; if HAProxy itself dies, the gateway stops
   (fail closed: no listener is better than an unmanaged one).
 """
@@ -307,6 +309,15 @@ def worker_options(opts: dict[str, str], node_id: str) -> dict[str, str]:
     return out
 
 
+def metrics_env(env: dict[str, str], state: Path) -> dict[str, str]:
+    """Workers' environment with a fresh Prometheus multiprocess folder: any worker's /metrics then
+    serves the sum over all workers (addons/core/metrics.py). Fresh at every start: stale files from
+    an earlier run would be summed in."""
+    folder = state / "metrics"
+    folder.mkdir()
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+
+
 def supervise(args: argparse.Namespace, opts: dict[str, str]) -> int:
     """Entry point from addons/runtime/launch.py for --workers N (N > 1)."""
     from addons.runtime.launch import engine_argv, engine_env
@@ -322,7 +333,8 @@ def supervise(args: argparse.Namespace, opts: dict[str, str]) -> int:
         port = free_port()
         specs.append((node, port, engine_argv(args, worker_options(opts, node), host="127.0.0.1", port=port)))
     state = Path(tempfile.mkdtemp(prefix="phigate-workers-"))
-    sup = Supervisor(specs, args.host, args.port, tls=not args.plain_http, state_dir=state, env=engine_env())
+    sup = Supervisor(specs, args.host, args.port, tls=not args.plain_http, state_dir=state,
+                     env=metrics_env(engine_env(), state))
     try:
         return sup.run()
     finally:

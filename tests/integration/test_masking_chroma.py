@@ -8,25 +8,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.masking_fixtures import PHI_SEED as SEED
 from tests.support.masking_fixtures import TEST_KEY
 from tests.support.servers import Chroma, Gateway, Idp, run_chroma_client
 
 pytestmark = pytest.mark.integration
 
 KEYS = {"PHIGATE_TOKEN_KEYS": f"k1={TEST_KEY}"}
-
-SEED = """
-import chromadb, json, uuid
-c = chromadb.HttpClient(host="{host}", port={port})
-name = "patients_mask_" + uuid.uuid4().hex[:8]
-col = c.create_collection(name)
-col.add(ids=["p1", "p2"], embeddings=[[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]],
-        metadatas=[{{"patient_name": "John Smith", "mrn": "1234567", "dob": "1961-03-05", "ward": "cardio"}},
-                   {{"patient_name": "Jane Doe", "mrn": "2345678", "dob": "1980-02-14", "ward": "endo"}}],
-        documents=["Patient John Smith (MRN 1234567) presented with chest pain.",
-                   "Jane Doe, DOB 1980-02-14, diabetic follow-up."])
-print(json.dumps({{"name": name}}))
-"""
 
 QUERY = """
 import chromadb, json

@@ -162,11 +162,22 @@ def heartbeat(w: Workers, token: str) -> int:
 def test_one_listener_spreads_requests_over_both_workers(workers: Workers) -> None:
     token = workers.token("admin-1")
     before = {n: int(r["stot"]) for n, r in workers.stats().items()}
+    counted = heartbeats_counted(workers)
     statuses = [heartbeat(workers, token) for _ in range(20)]
     assert statuses == [200] * 20
     after = {n: int(r["stot"]) for n, r in workers.stats().items()}
     assert set(after) == {"w1", "w2"}
     assert all(after[n] > before[n] for n in after), (before, after)  # both workers served
+    # /metrics on the shared admin port sums every worker's counts, whichever worker answers it.
+    for _ in range(4):
+        assert heartbeats_counted(workers) == counted + 20
+
+
+def heartbeats_counted(w: Workers) -> float:
+    status, _, body = http_call("GET", f"{w.admin_url}/metrics", timeout=10)
+    assert status == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("phigate_requests_total{") and 'operation="health"' in line)
 
 
 def test_holds_are_seen_and_decided_whichever_worker_holds_them(workers: Workers) -> None:

@@ -47,3 +47,18 @@ def fixture(seq: int) -> dict[str, Any]:
     """One captured exchange from tests/fixtures/chroma-1.5.9 by sequence number."""
     (path,) = FIXTURES.glob(f"{seq:03d}_*.json")
     return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+# Two patients' records with PHI in metadata and notes, written straight to Chroma (format: host, port).
+PHI_SEED = """
+import chromadb, json, uuid
+c = chromadb.HttpClient(host="{host}", port={port})
+name = "patients_mask_" + uuid.uuid4().hex[:8]
+col = c.create_collection(name)
+col.add(ids=["p1", "p2"], embeddings=[[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]],
+        metadatas=[{{"patient_name": "John Smith", "mrn": "1234567", "dob": "1961-03-05", "ward": "cardio"}},
+                   {{"patient_name": "Jane Doe", "mrn": "2345678", "dob": "1980-02-14", "ward": "endo"}}],
+        documents=["Patient John Smith (MRN 1234567) presented with chest pain.",
+                   "Jane Doe, DOB 1980-02-14, diabetic follow-up."])
+print(json.dumps({{"name": name}}))
+"""

@@ -539,3 +539,23 @@ async def test_unusable_store_refuses_holds_and_is_not_ready(tmp_path: Path) -> 
             assert f.response.json()["error"] == "approvals_unavailable"
         finally:
             await addon.done()
+
+
+async def test_metrics_count_pending_holds_from_the_store_without_a_token(approvals: Approvals) -> None:
+    assert approvals.admin is not None
+
+    async def pending_gauge() -> float:
+        assert approvals.admin is not None
+        resp = await approvals.admin.handle(Request("GET", "/metrics", {}, {}, b"", "test"))
+        assert resp.status == 200 and resp.content_type.startswith("text/plain")
+        (line,) = [x for x in resp.body.decode().splitlines() if x.startswith("phigate_holds_pending ")]
+        return float(line.split()[1])
+
+    assert await pending_gauge() == 0
+    f = held_flow()
+    task = asyncio.create_task(approvals.request(f))
+    hold = await pending_hold(approvals)
+    assert await pending_gauge() == 1
+    await admin(approvals, "POST", f"/api/holds/{hold['hold_id']}/deny", {"justification": "no ticket"})
+    await asyncio.wait_for(task, 2)
+    assert await pending_gauge() == 0
