@@ -98,15 +98,16 @@ ensure_idp() {
   (cd "$IDP_DIR" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
-# Debian packages: Chromium (report and console checks), poppler (pdftoppm, pdftotext), HAProxy
-# (workers), wrk (benchmarks' load generator).
+# Debian packages, each installed when its command is missing: ensure_debs COMMAND:PACKAGE ...
 ensure_debs() {
-  local missing=()
-  command -v chromium >/dev/null || missing+=(chromium)
-  command -v pdftoppm >/dev/null || missing+=(poppler-utils)
-  command -v haproxy >/dev/null || missing+=(haproxy)
-  command -v wrk >/dev/null || missing+=(wrk)
-  fc-list 2>/dev/null | grep -qi dejavu || missing+=(fonts-dejavu-core)
+  local missing=() pair
+  for pair in "$@"; do
+    if [[ "$pair" == fonts:* ]]; then
+      fc-list 2>/dev/null | grep -qi dejavu || missing+=("${pair#*:}")
+    else
+      command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+    fi
+  done
   ((${#missing[@]} == 0)) && return 0
   command -v apt-get >/dev/null || die "install these packages: ${missing[*]}"
   say "installing Debian packages: ${missing[*]}"
@@ -116,14 +117,58 @@ ensure_debs() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-setup_all() {
-  ensure_venv
-  ensure_chroma
-  ensure_idp
-  ensure_debs
-  ensure_clients
-  ensure_milvus
+# The suite's tools: Chromium (report and console checks), poppler (pdftoppm, pdftotext), HAProxy
+# (workers), wrk (benchmarks' load generator), Prometheus (scrapes /metrics in a test), systemd-analyze
+# (checks deploy/phigate.service), fonts for the PDF packet.
+TEST_DEBS=(chromium:chromium pdftoppm:poppler-utils haproxy:haproxy wrk:wrk prometheus:prometheus
+  systemd-analyze:systemd fonts:fonts-dejavu-core)
+# `./run.sh container-test`: podman, compose, and mmdebstrap for a base image made from Debian packages.
+CONTAINER_DEBS=(podman:podman podman-compose:podman-compose mmdebstrap:mmdebstrap newuidmap:uidmap
+  slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs)
+
+# What a command installs before it runs: only what it uses (`./run.sh needs CMD [ARGS]` prints it).
+needs() {
+  local cmd="$1"
+  shift || true
+  case "$cmd" in
+    setup | test) echo "venv chroma idp debs:TEST_DEBS clients milvus" ;;
+    demo)
+      # The Chroma demo needs Chroma; --backend milvus needs Milvus instead. Neither needs a browser,
+      # HAProxy, wrk or the clients venv; the PDF packet needs fonts.
+      local backend=chroma a prev=""
+      for a in "$@"; do
+        [[ "$prev" == --backend ]] && backend="$a"
+        [[ "$a" == --backend=* ]] && backend="${a#--backend=}"
+        prev="$a"
+      done
+      if [[ "$backend" == milvus ]]; then echo "venv idp milvus debs:FONT_DEBS"; else echo "venv chroma idp debs:FONT_DEBS"; fi
+      ;;
+    gateway)
+      local a
+      for a in "$@"; do [[ "$a" == --workers* ]] && { echo "venv debs:WORKER_DEBS"; return; }; done
+      echo "venv"
+      ;;
+    container-test) echo "venv debs:CONTAINER_DEBS debs:SYSTEMD_DEBS" ;;
+    *) echo "venv" ;;
+  esac
 }
+FONT_DEBS=(fonts:fonts-dejavu-core)
+WORKER_DEBS=(haproxy:haproxy)
+SYSTEMD_DEBS=(systemd-analyze:systemd)
+
+ensure_for() {
+  local step list
+  for step in $(needs "$@"); do
+    if [[ "$step" == debs:* ]]; then
+      list="${step#debs:}[@]"
+      ensure_debs "${!list}"
+    else
+      "ensure_$step"
+    fi
+  done
+}
+
+setup_all() { ensure_for setup; }
 
 py() { "$VENV/bin/python" "$@"; }
 
@@ -157,13 +202,16 @@ case "$cmd" in
     cd "$ROOT"
     py -m addons.cli.keys "$@"
     ;;
+  needs)
+    needs "$@"
+    ;;
   gateway)
-    ensure_venv
+    ensure_for gateway "$@"
     cd "$ROOT"
     exec "$VENV/bin/python" -m addons.runtime.launch "$@"
     ;;
   demo)
-    setup_all
+    ensure_for demo "$@"
     cd "$ROOT"
     exec "$VENV/bin/python" -m tests.support.demo "$@"
     ;;

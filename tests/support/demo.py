@@ -174,6 +174,38 @@ def finish(demo: Demo, stop_gateway: Callable[[], None]) -> None:
     say(f"   packet written to {out} (open {out / 'packet.html'} or {out / 'packet.pdf'})")
 
 
+MARKER = ".phigate-demo"
+
+
+class DirRefused(SystemExit):
+    """Ends the demo (exit status 1) with the reason on stderr."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"[phigate] demo: {reason}")
+
+
+def demo_dir(given: str | None, prefix: str) -> Path:
+    """The demo's folder: a new temp folder, or `--dir`, emptied only if an earlier demo made it.
+
+    A `--dir` that holds anything else is refused: the demo starts afresh by deleting the folder's
+    contents, and must never delete files it did not write (a mistyped path, a home folder).
+    """
+    if not given:
+        workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    else:
+        workdir = Path(given).resolve()
+        if workdir.exists() and not workdir.is_dir():
+            raise DirRefused(f"--dir {workdir} is a file; give a new or empty folder")
+        if workdir.is_dir() and any(workdir.iterdir()):
+            if not (workdir / MARKER).is_file():
+                raise DirRefused(f"--dir {workdir} is not empty and was not made by the demo; give a new or "
+                                 "empty folder (the demo clears its folder on every run)")
+            shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by ./run.sh demo; it clears this folder when run with --dir again\n")
+    return workdir
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="run.sh demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,10 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         from tests.support.demo_milvus import main as milvus_main
 
         return milvus_main(argv)
-    workdir = Path(args.dir or tempfile.mkdtemp(prefix="phigate-demo-"))
-    if args.dir and workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = demo_dir(args.dir, "phigate-demo-")
     demo = Demo(workdir)
     say(f"phigate demo: files in {workdir}")
     with Idp() as idp, Chroma() as chroma:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -24,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.demo import Demo, finish, held_export_approved, say, step
+from tests.support.demo import Demo, demo_dir, finish, held_export_approved, say, step
 from tests.support.milvus_server import ROOT_CREDENTIAL, Milvus
 from tests.support.servers import Gateway, Idp
 
@@ -122,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-running", action="store_true", help="leave the servers up until Ctrl-C")
     ap.add_argument("--dir", default=None, help="where to keep the demo's files (default: a new temp folder)")
     args = ap.parse_args(argv)
-    workdir = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="phigate-demo-milvus-"))
-    if args.dir:
-        shutil.rmtree(workdir, ignore_errors=True)  # a given --dir is the demo's own: start it afresh
-    workdir.mkdir(parents=True, exist_ok=True)
-    return run(Demo(workdir), args.keep_running)
+    return run(Demo(demo_dir(args.dir, "phigate-demo-milvus-")), args.keep_running)
 
 
 def run(demo: Demo, keep_running: bool = False) -> int:
