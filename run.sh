@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # phigate: one entry point for running, testing and operating the gateway.
 #   ./run.sh demo | test | gateway | certs | keys | verify | replay | export | report | approvals | setup
+#            | container-test | needs CMD
 # Everything it needs (venvs, the Chroma server, the OpenID provider, Debian packages) it installs
 # itself under .phigate/ (git-ignored), so a fresh machine needs only this repository.
 set -euo pipefail
@@ -124,7 +125,7 @@ TEST_DEBS=(chromium:chromium pdftoppm:poppler-utils haproxy:haproxy wrk:wrk prom
   systemd-analyze:systemd fonts:fonts-dejavu-core)
 # `./run.sh container-test`: podman, compose, and mmdebstrap for a base image made from Debian packages.
 CONTAINER_DEBS=(podman:podman podman-compose:podman-compose mmdebstrap:mmdebstrap newuidmap:uidmap
-  slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs)
+  slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs runc:runc)
 
 # What a command installs before it runs: only what it uses (`./run.sh needs CMD [ARGS]` prints it).
 needs() {
@@ -220,13 +221,18 @@ case "$cmd" in
     cd "$ROOT"
     exec "$VENV/bin/python" -m "addons.cli.$cmd" "$@"
     ;;
+  container-test)
+    # The gateway image and deploy/compose.yaml built and run with podman (slow; not in `test`).
+    ensure_for container-test
+    exec "$ROOT/deploy/container-test.sh" "$@"
+    ;;
   report)
     ensure_venv
     cd "$ROOT"
     exec "$VENV/bin/python" -m reports.cli "$@"
     ;;
   help | -h | --help)
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     die "unknown command '$cmd' (try ./run.sh help)"

@@ -21,6 +21,10 @@ TEST_TOKEN_KEYS = "k1=a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s="
 os.environ.setdefault("PHIGATE_TOKEN_KEYS", TEST_TOKEN_KEYS)
 
 
+# The container tests build images for minutes: only `./run.sh container-test` runs them.
+collect_ignore = [] if os.environ.get("PHIGATE_CONTAINER_TEST") == "1" else ["container"]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rule_files() -> Iterator[None]:
     # Rule files are memoized per process; unit tests load them from many temporary folders.

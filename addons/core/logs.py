@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -47,6 +48,11 @@ class JsonFormatter(logging.Formatter):
             # The exception's type only: a traceback's locals and messages can quote request data.
             out["exc_type"] = record.exc_info[0].__name__
         return orjson.dumps(out).decode()
+
+
+def json_line(logger: str, message: str, level: str = "info") -> str:
+    """One JSON log line written outside the logging system (the launcher, before mitmproxy starts)."""
+    return orjson.dumps({"ts": utc_iso(time.time()), "level": level, "logger": logger, "msg": message}).decode()
 
 
 def _console_handlers() -> list[logging.Handler]:

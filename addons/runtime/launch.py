@@ -8,10 +8,15 @@ typo would otherwise run with a default. The addons check again at start (for st
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from addons.config import settings
+from addons.config.rulefiles import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,66 +25,56 @@ class LaunchError(Exception):
     pass
 
 
-# (flag, option, help) for the settings every real deployment gives, so they need no `--set`.
-FILE_FLAGS = (
-    ("--audit-dir", "phigate_audit_dir", "folder of the tamper-evident audit ledger"),
-    ("--audit-key-file", "phigate_audit_key_file", "Ed25519 key that signs audit checkpoints (kept away "
-                                                   "from the ledger)"),
-    ("--witness", "phigate_witness", "file or folder outside the audit folder that receives every checkpoint"),
-    ("--recording-key-file", "phigate_recording_key_file", "AES-GCM key(s) for encrypted session recordings"),
-    ("--token-key-file", "phigate_token_key_file", "keys for consistent PHI tokens (masking)"),
-    ("--node-id", "phigate_node_id", "this gateway's node id in the audit ledger"),
-)
+# Settings passed on to the addons as mitmproxy options (audit trail, keys, node id, log format).
+OPTION_SETTINGS = tuple(s for s in settings.SETTINGS if s.option)
+# The files among them: checked to exist before start.
+FILE_FLAGS = tuple((s.flag, s.option or "", s.help) for s in OPTION_SETTINGS if s.key.endswith("_file"))
 
 
-def env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-def parse(argv: Sequence[str]) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.sh gateway",
-        description="Run the phigate gateway in front of a vector database (mitmproxy reverse mode).",
+        description="Run the phigate gateway in front of a vector database (mitmproxy reverse mode). Every "
+                    "setting can also come from its environment variable or from --config FILE; a flag wins "
+                    "over its environment variable, which wins over the file.",
     )
-    p.add_argument("--upstream", default=env("PHIGATE_UPSTREAM"),
-                   help="backend base URL, e.g. http://127.0.0.1:8000 (env PHIGATE_UPSTREAM)")
-    p.add_argument("--profile", default=env("PHIGATE_PROFILE", "chroma"),
-                   help="backend profile: rules/profiles/NAME.yaml (env PHIGATE_PROFILE, default chroma)")
-    p.add_argument("--rules", default=env("PHIGATE_RULES", str(ROOT / "rules")),
-                   help="rules folder (env PHIGATE_RULES, default rules/)")
-    p.add_argument("--host", default=env("PHIGATE_HOST", "127.0.0.1"),
-                   help="listen address (env PHIGATE_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(env("PHIGATE_PORT", "8443")),
-                   help="listen port (env PHIGATE_PORT, default 8443)")
-    p.add_argument("--cert", default=env("PHIGATE_TLS_CERT", str(ROOT / "certs" / "server.pem")),
-                   help="PEM with the listener's key and chain (env PHIGATE_TLS_CERT, default "
-                        "certs/server.pem from ./run.sh certs)")
-    p.add_argument("--plain-http", action="store_true", default=env("PHIGATE_PLAIN_HTTP") == "1",
-                   help="accept plain HTTP instead of TLS (env PHIGATE_PLAIN_HTTP=1); for loopback tests only")
-    p.add_argument("--issuer", default=env("PHIGATE_ISSUER"), help="OIDC issuer URL (env PHIGATE_ISSUER)")
-    p.add_argument("--audience", default=env("PHIGATE_AUDIENCE", "phigate"),
-                   help="expected token audience (env PHIGATE_AUDIENCE, default phigate)")
-    p.add_argument("--backend-credential-env", default=env("PHIGATE_BACKEND_CREDENTIAL_ENV"),
-                   help="env var holding the backend's own credential (env PHIGATE_BACKEND_CREDENTIAL_ENV)")
-    p.add_argument("--backend-credential-file", default=env("PHIGATE_BACKEND_CREDENTIAL_FILE"),
-                   help="file holding the backend's own credential (env PHIGATE_BACKEND_CREDENTIAL_FILE)")
-    p.add_argument("--no-backend-credential", action="store_true",
-                   help="the backend takes no credential (say so explicitly)")
-    # Secrets and the audit trail: files (or env vars) outside the repository, made for development by
-    # `./run.sh keys`. Each flag is a shorthand for the `--set` option named in its help.
-    for flag, option, help_ in FILE_FLAGS:
-        p.add_argument(flag, default=env("PHIGATE_" + option.removeprefix("phigate_").upper()),
-                       help=f"{help_} (--set {option}; env PHIGATE_{option.removeprefix('phigate_').upper()})")
+    p.add_argument("--config", default=os.environ.get("PHIGATE_CONFIG"), metavar="FILE",
+                   help="YAML file with any of the settings below by name (upstream: ..., port: ...), and "
+                        "other options under set: (env PHIGATE_CONFIG)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings (secrets elided) and where each came from, then exit")
+    p.add_argument("--version", action="store_true", help="print the versions of phigate, mitmproxy and Python")
+    for s in settings.SETTINGS:
+        default = f"default {s.default}" if s.default not in ("", None) and s.key != "rules" else ""
+        extra = "; ".join(x for x in (f"env {s.env}", default, f"--set {s.option}" if s.option else "") if x)
+        if s.kind is bool:
+            p.add_argument(s.flag, dest=s.key, action="store_const", const=True, default=None,
+                           help=f"{s.help} ({extra})")
+        else:
+            p.add_argument(s.flag, dest=s.key, type=s.kind, default=None, choices=s.choices or None,
+                           help=f"{s.help} ({extra})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="OPTION=VALUE",
-                   help="any other mitmproxy/phigate option, as for mitmdump --set (repeatable)")
-    p.add_argument("--engine", choices=("lean", "mitmdump"), default=env("PHIGATE_ENGINE", "lean"),
-                   help="lean: the chain in a mitmproxy master with only the built-ins a gateway needs "
-                        "(addons/runtime/engine.py; unknown --set names are an error); mitmdump: stock mitmdump -s "
-                        "addons/chain.py (env PHIGATE_ENGINE, default lean)")
-    p.add_argument("--workers", type=int, default=int(env("PHIGATE_WORKERS", "1")),
-                   help="gateway processes behind HAProxy on the one listen address (env PHIGATE_WORKERS, "
-                        "default 1: a single process, no HAProxy)")
-    return p.parse_args(list(argv))
+                   help="any other mitmproxy/phigate option, as for mitmdump --set (repeatable; wins over "
+                        "the config file's set:)")
+    return p
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Flags, then environment, then --config file, then defaults; LaunchError on a bad file or value."""
+    given = parser().parse_args(list(argv))
+    file_values: dict[str, Any] = {}
+    file_sets: dict[str, str] = {}
+    try:
+        if given.config:
+            file_values, file_sets = settings.load_file(given.config)
+        values, sources = settings.resolve(vars(given), file_values, environ)
+    except ConfigError as exc:
+        raise LaunchError(f"cannot start the gateway: {exc.diagnostics()}") from exc
+    args = argparse.Namespace(**{**vars(given), **values})
+    args.sources = sources
+    # The file's options first: a --set for the same option comes later and wins.
+    args.sets = [f"{k}={v}" for k, v in file_sets.items()] + list(given.sets)
+    return args
 
 
 def phigate_options(args: argparse.Namespace) -> dict[str, str]:
@@ -113,8 +108,6 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
     for item in args.sets:
         if "=" not in item:
             problems.append(f"--set {item!r}: expected OPTION=VALUE")
-    if getattr(args, "workers", 1) < 1:
-        problems.append(f"--workers {args.workers}: expected 1 or more")
     if problems:
         raise LaunchError("cannot start the gateway:\n  - " + "\n  - ".join(problems))
     opts = {
@@ -127,10 +120,7 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
         "phigate_backend_credential_none": "true" if args.no_backend_credential else "false",
         "phigate_allow_plain_http": "true" if args.plain_http else "false",
     }
-    for _, option, _ in FILE_FLAGS:
-        value = getattr(args, option.removeprefix("phigate_"), "")
-        if value:
-            opts[option] = value
+    add_option_settings(args, opts)
     if getattr(args, "engine", "mitmdump") == "mitmdump":
         # Quiet console: flow lines would print paths, which can carry identifiers. (The lean
         # engine has no flow dumper at all, so the option does not exist there.)
@@ -139,6 +129,16 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
         k, v = item.split("=", 1)
         opts[k] = v
     return opts
+
+
+def add_option_settings(args: argparse.Namespace, opts: dict[str, str]) -> None:
+    """The settings that are addon options (audit dir, keys, node id, log format), where set; a
+    `--set` for the same option wins."""
+    sets = {item.split("=", 1)[0] for item in getattr(args, "sets", [])}
+    for s in OPTION_SETTINGS:
+        value = getattr(args, s.key, None)
+        if value not in (None, "") and s.option and s.option not in sets:
+            opts[s.option] = str(value)
 
 
 def mitmdump_argv(args: argparse.Namespace, opts: dict[str, str]) -> list[str]:
@@ -157,10 +157,7 @@ def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None
     """The command line of one gateway process (the chosen engine), listening on host:port."""
     host = args.host if host is None else host
     port = args.port if port is None else port
-    for _, option, _ in FILE_FLAGS:
-        value = getattr(args, option.removeprefix("phigate_"), "")
-        if value:
-            opts[option] = value
+    add_option_settings(args, opts)
     if getattr(args, "engine", "mitmdump") == "mitmdump":
         argv = [str(Path(sys.executable).parent / "mitmdump"), "-s", str(ROOT / "addons" / "chain.py")]
     else:
@@ -173,17 +170,56 @@ def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None
     return argv
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+def version() -> str:
+    from importlib import metadata
+
+    import mitmproxy.version
+
     try:
+        own = metadata.version("phigate")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        own = "unknown"
+    return f"phigate {own} (mitmproxy {mitmproxy.version.VERSION}, Python {sys.version.split()[0]})"
+
+
+def print_config(args: argparse.Namespace) -> str:
+    """The effective settings as a config file would hold them, each with where it came from."""
+    lines = [f"# effective settings of {version()}; secrets elided"]
+    if args.config:
+        lines.append(f"# config file: {Path(args.config).resolve()}")
+    for s in settings.SETTINGS:
+        value = getattr(args, s.key)
+        shown = settings.elide(s.key, str(value)) if isinstance(value, str) else value
+        text = ("true" if shown else "false") if isinstance(shown, bool) else json.dumps(shown)
+        lines.append(f"{s.key}: {text}  # {args.sources.get(s.key, 'default')}")
+    sets = dict(item.split("=", 1) for item in args.sets if "=" in item)
+    if sets:
+        lines.append(f"{settings.SET_KEY}:")
+        lines += [f"  {k}: {json.dumps(settings.elide(k, v))}" for k, v in sets.items()]
+    try:
+        phigate_options(args)
+    except LaunchError as exc:
+        lines += ["# the gateway would not start with these settings:",
+                  *("#" + x for x in str(exc).splitlines()[1:])]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+        if args.version:
+            print(version())
+            return 0
+        if args.print_config:
+            print(print_config(args))
+            return 0
         opts = phigate_options(args)
     except LaunchError as exc:
         print(f"[phigate] {exc}", file=sys.stderr)
         return 2
     scheme = "http" if args.plain_http else "https"
-    print(f"[phigate] gateway on {scheme}://{args.host}:{args.port} -> {args.upstream} "
-          f"(profile {args.profile}, rules {args.rules}, engine {args.engine}, workers {args.workers})",
-          file=sys.stderr, flush=True)
+    say(args, f"gateway on {scheme}://{args.host}:{args.port} -> {args.upstream} (profile {args.profile}, "
+              f"rules {args.rules}, engine {args.engine}, workers {args.workers})")
     if args.workers > 1:
         from addons.runtime.workers import supervise
 
@@ -192,11 +228,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.execve(argv_[0], argv_, engine_env())  # noqa: S606 - replaces this process with the gateway
 
 
+def say(args: argparse.Namespace, message: str) -> None:
+    """A launcher line on stderr, in the format the gateway's own lines use."""
+    if args.log_format == "json":
+        from addons.core.logs import json_line
+
+        print(json_line("phigate.launch", message), file=sys.stderr, flush=True)
+    else:
+        print(f"[phigate] {message}", file=sys.stderr, flush=True)
+
+
 def engine_env() -> dict[str, str]:
     """This environment, with the repo importable for `python -m addons.runtime.engine` from any folder."""
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
-    return 0  # pragma: no cover
 
 
 if __name__ == "__main__":

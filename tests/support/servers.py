@@ -150,6 +150,16 @@ def make_rsa_jwks(kids: Sequence[str]) -> dict[str, Any]:
     return {"keys": keys}
 
 
+def client_token(base_url: str, client_id: str) -> str:
+    """An access token from the local OpenID provider at `base_url` (client-credentials grant)."""
+    data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "vectors"}).encode()
+    req = urllib.request.Request(f"{base_url}/token", data=data)
+    cred = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
+    req.add_header("Authorization", f"Basic {cred}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(json.load(resp)["access_token"])
+
+
 class Idp:
     """The real OpenID provider (tests/support/idp/idp.mjs), reached by discovery like any IdP."""
 
@@ -207,12 +217,7 @@ class Idp:
         self.start()
 
     def token(self, client_id: str) -> str:
-        data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "vectors"}).encode()
-        req = urllib.request.Request(f"{self.issuer}/token", data=data)
-        cred = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
-        req.add_header("Authorization", f"Basic {cred}")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return str(json.load(resp)["access_token"])
+        return client_token(self.issuer, client_id)
 
     def __enter__(self) -> Idp:
         return self.start()

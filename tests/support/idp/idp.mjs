@@ -3,6 +3,8 @@
 //   IDP_PORT      port to listen on (default 9412)
 //   IDP_JWKS      path of a private JWKS file ({"keys": [...]}); first key signs. Default: dev key.
 //   IDP_CLIENTS   path of a JSON file {client_id: {groups: [...], name?, email?, purpose?, ttl?, audience?}}
+//   IDP_HOST      address to listen on (default 127.0.0.1; the compose quick-start publishes it from a
+//                 container, so listens on 0.0.0.0 there); the issuer stays http://127.0.0.1:PORT
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -50,4 +52,4 @@ const config = {
 };
 if (process.env.IDP_JWKS) config.jwks = JSON.parse(fs.readFileSync(process.env.IDP_JWKS, 'utf8'));
 const provider = new Provider(issuer, config);
-provider.listen(port, '127.0.0.1', () => console.log(`issuer ${issuer}`));
+provider.listen(port, process.env.IDP_HOST || '127.0.0.1', () => console.log(`issuer ${issuer}`));
