@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from addons.core import progress
 from addons.ledger import keys
 from reports import build, disclosures, generate, manifest, review
 from reports.period import PeriodError, parse_period
@@ -80,6 +81,7 @@ def _packet_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf-rows", type=int, default=60, help="rows shown per table in the PDF (default 60)")
     p.add_argument("--no-pdf", action="store_true", help="write the HTML and data only")
     p.add_argument("--replace", action="store_true", help="replace a packet already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress line (it is shown only on a terminal)")
     return p
 
 
@@ -168,7 +170,8 @@ def cmd_packet(argv: Sequence[str]) -> int:
         public_keys=tuple(args.public_key), audit_key_file=args.audit_key_file, witness=args.witness or None,
         tls_cert=tls if tls and tls.exists() else None, row_limit=max(args.html_rows, args.pdf_rows),
     )
-    w = generate.write_packet(opts, key, html_rows=args.html_rows, pdf_rows=args.pdf_rows, pdf=not args.no_pdf)
+    with progress.line("report", quiet=args.quiet):
+        w = generate.write_packet(opts, key, html_rows=args.html_rows, pdf_rows=args.pdf_rows, pdf=not args.no_pdf)
     print(f"packet: {w.folder}")
     print(f"  html: {w.html}")
     if w.pdf:

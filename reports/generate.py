@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from addons.core import progress
 from reports import build, manifest, render
 
 
@@ -35,6 +36,7 @@ def write_packet(
 ) -> Written:
     t: dict[str, float] = {}
     t0 = time.perf_counter()
+    progress.phase("reading the ledger")
     packet = build.build(opts)
     t["queries"] = time.perf_counter() - t0
     out = opts.out
@@ -52,12 +54,14 @@ def write_packet(
     packet.packet_sha256, packet.signature = seal.packet_sha256, seal.signature
     packet.key_id, packet.public_key = seal.key_id, seal.public_key
     t1 = time.perf_counter()
+    progress.phase("writing the HTML")
     html = render.write_html(packet, out / "packet.html", html_rows)
     t["html"] = time.perf_counter() - t1
     renderings = [html]
     pdf_path = None
     if pdf:
         t2 = time.perf_counter()
+        progress.phase("writing the PDF")
         pdf_path = render.write_pdf(packet, out / "packet.pdf", pdf_rows)
         t["pdf"] = time.perf_counter() - t2
         renderings.append(pdf_path)

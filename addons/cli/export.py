@@ -16,6 +16,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+
+from addons.core import progress
 from addons.ledger.read import TABLES, open_ledger
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
@@ -45,6 +48,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--table", choices=TABLES, default="events", help="which records (default events)")
     p.add_argument("--out", default="-", help="output file (default stdout; parquet needs a file)")
     p.add_argument("--with-entry", action="store_true", help="include each record's canonical hashed entry")
+    p.add_argument("--quiet", action="store_true", help="no progress line (it is shown only on a terminal)")
     return p.parse_args(list(argv))
 
 
@@ -62,29 +66,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "parquet" and args.out == "-":
         print("error: parquet is binary: pass --out FILE.parquet", file=sys.stderr)
         return 2
-    con = open_ledger(args.dir)
-    try:
-        col = TIME_COLUMN[args.table]
-        exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"
-        order = ORDER.get(args.table, "node_id, seq")
-        # Literals from datetime objects (views take no parameters): never text from the command line.
-        query = (f"SELECT *{exclude} FROM {args.table} WHERE {col} >= TIMESTAMP '{start.isoformat()}' "  # noqa: S608
-                 f"AND {col} < TIMESTAMP '{end.isoformat()}' ORDER BY {order}")
-        con.execute(f"CREATE TEMP VIEW export AS {query}")
-        fmt = {"json": "FORMAT json", "csv": "FORMAT csv, HEADER", "parquet": "FORMAT parquet"}[args.format]
-        if args.out != "-":
-            con.execute(f"COPY export TO '{args.out.replace(chr(39), chr(39) * 2)}' ({fmt})")
-            n = con.execute("SELECT count(*) FROM export").fetchone()
-            print(f"exported {n[0] if n else 0} {args.table} records to {args.out}", file=sys.stderr)
-            return 0
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / f"export.{args.format}"
-            con.execute(f"COPY export TO '{str(out).replace(chr(39), chr(39) * 2)}' ({fmt})")
-            sys.stdout.write(out.read_text())
-            sys.stdout.flush()
-    finally:
-        con.close()
+    done = ""
+    with progress.line("export", quiet=args.quiet):
+        progress.phase("opening the ledger's segments")
+        con = open_ledger(args.dir)
+        try:
+            col = TIME_COLUMN[args.table]
+            exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"
+            order = ORDER.get(args.table, "node_id, seq")
+            # Literals from datetime objects (views take no parameters): never text from the command line.
+            query = (f"SELECT *{exclude} FROM {args.table} WHERE {col} >= TIMESTAMP '{start.isoformat()}' "  # noqa: S608
+                     f"AND {col} < TIMESTAMP '{end.isoformat()}' ORDER BY {order}")
+            con.execute(f"CREATE TEMP VIEW export AS {query}")
+            progress.phase(f"exporting {args.table} as {args.format}")
+            fmt = {"json": "FORMAT json", "csv": "FORMAT csv, HEADER", "parquet": "FORMAT parquet"}[args.format]
+            if args.out != "-":
+                con.execute(f"COPY export TO '{args.out.replace(chr(39), chr(39) * 2)}' ({fmt})")
+                n = con.execute("SELECT count(*) FROM export").fetchone()
+                done = f"exported {n[0] if n else 0} {args.table} records to {args.out}"
+            else:
+                _to_stdout(con, args.format, fmt)
+        finally:
+            con.close()
+    if done:  # after the progress line is gone
+        print(done, file=sys.stderr)
     return 0
+
+
+def _to_stdout(con: duckdb.DuckDBPyConnection, kind: str, fmt: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"export.{kind}"
+        con.execute(f"COPY export TO '{str(out).replace(chr(39), chr(39) * 2)}' ({fmt})")
+        sys.stdout.write(out.read_text())
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from addons.core import progress
 from addons.ledger import keys, layout, verify
 
 
@@ -38,6 +39,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="the signing key file (its public half is used)")
     p.add_argument("--event", metavar="ID", help="print an inclusion proof for this event (request id or NODE:SEQ)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line (it is shown only on a terminal)")
     return p.parse_args(list(argv))
 
 
@@ -72,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.event:
         return _proof(audit_dir, args.event, pubs, witness)
     started = time.perf_counter()
-    report = verify.verify(audit_dir, pubs, witness)
+    with progress.line("verify", quiet=args.quiet):
+        report = verify.verify(audit_dir, pubs, witness)
     took = time.perf_counter() - started
     if args.json:
         print(orjson.dumps({

@@ -25,6 +25,7 @@ import duckdb
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from addons.core import progress
 from addons.ledger import keys, layout, merkle, schema, seal, wal
 
 MAX_PROBLEMS = 50
@@ -263,8 +264,10 @@ def node_data(node: layout.NodeFiles, problems: list[Problem]) -> NodeData:
             if i + 1 < len(node.sealed):
                 pending.append(pool.submit(_fetch_segment, node.sealed[i + 1].path, node.node_id))
             _add_segment(got, data, problems)
+            progress.advance()
     for w in node.wals:
         _read_wal(w.path, node.node_id, data, problems)
+        progress.advance()
     return data
 
 
@@ -358,6 +361,7 @@ def verify(audit_dir: Path, public_keys: dict[str, Ed25519PublicKey], witness: P
     if not nodes:
         notes.append(f"{audit_dir}: no ledger nodes found (nothing recorded yet)")
     results = []
+    progress.phase("verifying segments", total=sum(len(n.sealed) + len(n.wals) for n in nodes))
     for node in nodes:
         results.append(verify_node(audit_dir, node, public_keys, witness))
     if witness is None:
