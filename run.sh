@@ -72,7 +72,7 @@ ensure_chroma() {
   ensure_side_venv "the Chroma server (chromadb $CHROMA_VERSION)" "$CHROMA_VENV" chroma "chromadb==$CHROMA_VERSION"
 }
 
-# Backend clients and the Milvus server (engineer G, issue 7): the official clients' pins (grpcio,
+# Backend clients and the Milvus server: the official clients' pins (grpcio,
 # protobuf, httpx, pydantic) clash with mitmproxy's, and milvus ships its own binaries: own venvs.
 CLIENTS_VENV="$STATE/clients-venv"
 MILVUS_VENV="$STATE/milvus-venv"

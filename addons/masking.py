@@ -1,4 +1,4 @@
-"""Masking addon: per-role PHI masking of responses, detokenization of requests (issue 3).
+"""Masking addon: per-role PHI masking of responses, detokenization of requests.
 
 Request (after policy, approvals and the forward gate): tokens a masked caller sends back as handles
 in the route's ids and filters are turned into the real values before forwarding; a token the

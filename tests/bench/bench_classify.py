@@ -4,7 +4,7 @@
 
 The end-to-end figures (direct vs bare mitmdump vs the gateway) are in bench_gateway.py; this one
 isolates what classification and policy add to each request, in-process, so the number is not
-drowned by the shared machine's network noise. Budget (issue 2): the whole gateway adds < 2 ms p50.
+drowned by the shared machine's network noise. Budget: the whole gateway adds < 2 ms p50.
 Prints, per capture kind, the median over runs of the per-request p50 and p99 in microseconds.
 """
 
