@@ -33,7 +33,7 @@ from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
 from addons.phi import tokens
-from addons.phi.engine import (
+from addons.phi.masker import (
     MaskRun,
     detokenize,
     dump_body,
