@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
-from addons.core.context import FlowContext, Identity, OpKind, Stage, context
+from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
@@ -60,7 +60,7 @@ class Sessions:
         self.idle_s = 1800.0
         self._by_key: dict[tuple[str, str], _Session] = {}
 
-    def assign(self, identity: Identity | None, client_addr: str | None, now: float) -> str:
+    def assign(self, identity: Caller | None, client_addr: str | None, now: float) -> str:
         key = (identity.subject, identity.client_id or "") if identity else ("anonymous", client_addr or "")
         s = self._by_key.get(key)
         if s is None or now - s.last_seen > self.idle_s:

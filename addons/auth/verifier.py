@@ -23,7 +23,7 @@ from addons.auth.jwks import (
     UnknownKey,
 )
 from addons.config.roles import RoleMapping
-from addons.core.context import Identity as Caller
+from addons.core.context import Caller
 
 # Claims a token must carry, checked explicitly (PyJWT only validates the ones that are present).
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")

@@ -68,7 +68,7 @@ class Stage(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
+class Caller:
     """A verified caller. Never holds the raw token: `token_id` is the `jti` or a hash prefix."""
 
     subject: str
@@ -165,7 +165,7 @@ class FlowContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
-    identity: Identity | None = None
+    identity: Caller | None = None
     auth_failure: AuthFailure | None = None
     operation: Operation | None = None
     decision: Decision | None = None
