@@ -22,7 +22,7 @@ default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
 CONF
-export CONTAINERS_CONF="$conf"
+export CONTAINERS_CONF="$conf" BUILDAH_RUNTIME=runc  # (image builds read the runtime from here)
 
 base_image() {
   local label

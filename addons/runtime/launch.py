@@ -17,18 +17,12 @@ from typing import Any
 
 from addons.config import settings
 from addons.config.rulefiles import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
+from addons.runtime.commands import FILE_FLAGS, add_option_settings, engine_argv, engine_env
+from addons.runtime.workers import supervise
 
 
 class LaunchError(Exception):
     pass
-
-
-# Settings passed on to the addons as mitmproxy options (audit trail, keys, node id, log format).
-OPTION_SETTINGS = tuple(s for s in settings.SETTINGS if s.option)
-# The files among them: checked to exist before start.
-FILE_FLAGS = tuple((s.flag, s.option or "", s.help) for s in OPTION_SETTINGS if s.key.endswith("_file"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -131,45 +125,6 @@ def phigate_options(args: argparse.Namespace) -> dict[str, str]:
     return opts
 
 
-def add_option_settings(args: argparse.Namespace, opts: dict[str, str]) -> None:
-    """The settings that are addon options (audit dir, keys, node id, log format), where set; a
-    `--set` for the same option wins."""
-    sets = {item.split("=", 1)[0] for item in getattr(args, "sets", [])}
-    for s in OPTION_SETTINGS:
-        value = getattr(args, s.key, None)
-        if value not in (None, "") and s.option and s.option not in sets:
-            opts[s.option] = str(value)
-
-
-def mitmdump_argv(args: argparse.Namespace, opts: dict[str, str]) -> list[str]:
-    argv = [str(Path(sys.executable).parent / "mitmdump"),
-            "--mode", f"reverse:{args.upstream}@{args.host}:{args.port}",
-            "-s", str(ROOT / "addons" / "chain.py")]
-    if not args.plain_http:
-        argv += ["--certs", f"*={args.cert}"]
-    for k, v in opts.items():
-        argv += ["--set", f"{k}={v}"]
-    return argv
-
-
-def engine_argv(args: argparse.Namespace, opts: dict[str, str], host: str | None = None,
-                port: int | None = None) -> list[str]:
-    """The command line of one gateway process (the chosen engine), listening on host:port."""
-    host = args.host if host is None else host
-    port = args.port if port is None else port
-    add_option_settings(args, opts)
-    if getattr(args, "engine", "mitmdump") == "mitmdump":
-        argv = [str(Path(sys.executable).parent / "mitmdump"), "-s", str(ROOT / "addons" / "chain.py")]
-    else:
-        argv = [sys.executable, "-m", "addons.runtime.engine"]
-    argv += ["--mode", f"reverse:{args.upstream}@{host}:{port}"]
-    if not args.plain_http:
-        argv += ["--certs", f"*={args.cert}"]
-    for k, v in opts.items():
-        argv += ["--set", f"{k}={v}"]
-    return argv
-
-
 def version() -> str:
     from importlib import metadata
 
@@ -221,8 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(args, f"gateway on {scheme}://{args.host}:{args.port} -> {args.upstream} (profile {args.profile}, "
               f"rules {args.rules}, engine {args.engine}, workers {args.workers})")
     if args.workers > 1:
-        from addons.runtime.workers import supervise
-
         return supervise(args, opts)
     argv_ = engine_argv(args, opts)
     os.execve(argv_[0], argv_, engine_env())  # noqa: S606 - replaces this process with the gateway
@@ -238,10 +191,6 @@ def say(args: argparse.Namespace, message: str) -> None:
         print(f"[phigate] {message}", file=sys.stderr, flush=True)
 
 
-def engine_env() -> dict[str, str]:
-    """This environment, with the repo importable for `python -m addons.runtime.engine` from any folder."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from addons.cli.certs import make_certs
 from addons.cli.keys import make_keys
@@ -60,6 +62,11 @@ class Stack:
             return err.code, err.read()
 
 
+def compose_file() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return doc
+
+
 def secrets_for_the_gateway(folder: Path) -> None:
     """TLS certificate and development keys, readable by the gateway's user only (as in production)."""
     make_certs(folder / "tls", ["127.0.0.1", "localhost"])
@@ -80,10 +87,15 @@ def stack() -> Iterator[Stack]:
               f"https://127.0.0.1:{env['PHIGATE_ADMIN_PORT']}", f"http://127.0.0.1:{env['PHIGATE_IDP_PORT']}",
               work / "secrets" / "tls" / "ca.crt")
     built = s.compose("build")
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    # podman-compose 1.0 exits 0 even when a build fails: check what it was to make.
+    for service in compose_file()["services"].values():
+        assert s.podman("image", "exists", service["image"]).returncode == 0, (
+            f"{service['image']} was not built:\n{built.stdout[-4000:]}{built.stderr[-4000:]}")
     up = s.compose("up", "-d", timeout=300)
     try:
-        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+        running = s.podman("ps", "--format", "{{.Names}}").stdout.split()
+        assert {f"{project}-{n}" for n in ("idp", "chroma", "gateway")} <= set(running), (
+            f"{running}\n{up.stdout[-4000:]}{up.stderr[-4000:]}")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
