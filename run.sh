@@ -103,6 +103,8 @@ ensure_debs() {
   for pair in "$@"; do
     if [[ "$pair" == fonts:* ]]; then
       fc-list 2>/dev/null | grep -qi dejavu || missing+=("${pair#*:}")
+    elif [[ "$pair" == /* ]]; then  # a file the package installs, for packages without a command
+      [[ -e "${pair%%:*}" ]] || missing+=("${pair#*:}")
     else
       command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
     fi
@@ -122,8 +124,10 @@ ensure_debs() {
 TEST_DEBS=(chromium:chromium pdftoppm:poppler-utils haproxy:haproxy wrk:wrk prometheus:prometheus
   systemd-analyze:systemd fonts:fonts-dejavu-core)
 # `./run.sh container-test`: podman, compose, and mmdebstrap for a base image made from Debian packages.
+# (dnsname: compose services find each other by name on podman's CNI networks.)
 CONTAINER_DEBS=(podman:podman podman-compose:podman-compose mmdebstrap:mmdebstrap newuidmap:uidmap
-  slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs runc:runc)
+  slirp4netns:slirp4netns fuse-overlayfs:fuse-overlayfs runc:runc
+  /usr/lib/cni/dnsname:golang-github-containernetworking-plugin-dnsname)
 
 # What a command installs before it runs: only what it uses (`./run.sh needs CMD [ARGS]` prints it).
 needs() {

@@ -28,6 +28,7 @@ from tests.support.servers import ROOT, chroma_steps, client_token, free_port
 
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 GATEWAY_UID = "10001"
+IDP_UID = "10003"
 
 
 @dataclass
@@ -47,8 +48,7 @@ class Stack:
         return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True, timeout=120)
 
     def token(self, client_id: str) -> str:
-        # Published on the host's loopback: the same port the tokens' issuer names inside the pod.
-        return client_token(self.idp_url, client_id)
+        return client_token(self.idp_url, client_id, cafile=str(self.ca))
 
     def get(self, url: str, token: str | None = None) -> tuple[int, bytes]:
         req = urllib.request.Request(url)
@@ -67,12 +67,29 @@ def compose_file() -> dict[str, Any]:
     return doc
 
 
+def build_images(s: Stack) -> None:
+    """Each service's image, as compose would build it (podman-compose 1.0 exits 0 even when a build
+    fails, and cannot mount a file into a build). The build host's CA bundle is mounted over the
+    image's for the build only: hosts behind a TLS-inspecting proxy reach PyPI through their own CA."""
+    ca = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    for service in compose_file()["services"].values():
+        argv = ["podman", "build", "-q", "-t", service["image"], "-f", str(ROOT / service["build"]["dockerfile"])]
+        if ca.is_file():
+            argv += ["-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro"]
+        out = subprocess.run([*argv, str(ROOT)], env=s.env, capture_output=True, text=True, timeout=1800)
+        assert out.returncode == 0, f"{service['image']} was not built:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+
+
 def secrets_for_the_gateway(folder: Path) -> None:
-    """TLS certificate and development keys, readable by the gateway's user only (as in production)."""
-    make_certs(folder / "tls", ["127.0.0.1", "localhost"])
+    """TLS certificate and development keys, readable by the gateway's user only (as in production);
+    the IdP's copy of the certificate, by the IdP's user only."""
+    make_certs(folder / "tls", ["127.0.0.1", "localhost", "idp"])
     make_keys(folder / "keys")
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, int(GATEWAY_UID), int(GATEWAY_UID))
+    shutil.copytree(folder / "tls", folder / "idp-tls")
+    for path in [folder / "idp-tls", *(folder / "idp-tls").iterdir()]:
+        os.chown(path, int(IDP_UID), int(IDP_UID))
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +101,9 @@ def stack() -> Iterator[Stack]:
            "PHIGATE_PORT": str(free_port()), "PHIGATE_ADMIN_PORT": str(free_port()),
            "PHIGATE_IDP_PORT": str(free_port())}
     s = Stack(project, env, f"https://127.0.0.1:{env['PHIGATE_PORT']}",
-              f"https://127.0.0.1:{env['PHIGATE_ADMIN_PORT']}", f"http://127.0.0.1:{env['PHIGATE_IDP_PORT']}",
+              f"https://127.0.0.1:{env['PHIGATE_ADMIN_PORT']}", f"https://127.0.0.1:{env['PHIGATE_IDP_PORT']}",
               work / "secrets" / "tls" / "ca.crt")
-    built = s.compose("build")
-    # podman-compose 1.0 exits 0 even when a build fails: check what it was to make.
-    for service in compose_file()["services"].values():
-        assert s.podman("image", "exists", service["image"]).returncode == 0, (
-            f"{service['image']} was not built:\n{built.stdout[-4000:]}{built.stderr[-4000:]}")
+    build_images(s)
     up = s.compose("up", "-d", timeout=300)
     try:
         running = s.podman("ps", "--format", "{{.Names}}").stdout.split()

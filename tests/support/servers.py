@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -150,13 +151,15 @@ def make_rsa_jwks(kids: Sequence[str]) -> dict[str, Any]:
     return {"keys": keys}
 
 
-def client_token(base_url: str, client_id: str) -> str:
-    """An access token from the local OpenID provider at `base_url` (client-credentials grant)."""
+def client_token(base_url: str, client_id: str, cafile: str | None = None) -> str:
+    """An access token from the local OpenID provider at `base_url` (client-credentials grant); `cafile`
+    is the CA to trust when it serves HTTPS."""
     data = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "vectors"}).encode()
     req = urllib.request.Request(f"{base_url}/token", data=data)
     cred = base64.b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
     req.add_header("Authorization", f"Basic {cred}")
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
+    with urllib.request.urlopen(req, timeout=10, context=context) as resp:
         return str(json.load(resp)["access_token"])
 
 

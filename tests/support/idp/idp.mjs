@@ -3,13 +3,15 @@
 //   IDP_PORT      port to listen on (default 9412)
 //   IDP_JWKS      path of a private JWKS file ({"keys": [...]}); first key signs. Default: dev key.
 //   IDP_CLIENTS   path of a JSON file {client_id: {groups: [...], name?, email?, purpose?, ttl?, audience?}}
-//   IDP_HOST      address to listen on (default 127.0.0.1; the compose quick-start publishes it from a
-//                 container, so listens on 0.0.0.0 there); the issuer stays http://127.0.0.1:PORT
+//   IDP_HOST      address to listen on (default 127.0.0.1; 0.0.0.0 in the compose quick-start's container)
+//   IDP_ISSUER    issuer URL (default http://127.0.0.1:PORT)
+//   IDP_TLS_CERT, IDP_TLS_KEY   PEM files: serve HTTPS (the gateway fetches keys off loopback only over TLS)
 import fs from 'node:fs';
+import https from 'node:https';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.IDP_PORT || 9412);
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = process.env.IDP_ISSUER || `http://127.0.0.1:${port}`;
 const defaults = {
   'agent-1': { groups: ['agents'], name: 'Analytics Agent 1' },
   'clin-1': { groups: ['clinicians'], name: 'Dr. Clinician One', email: 'clin-1@example.org', purpose: 'treatment' },
@@ -52,4 +54,11 @@ const config = {
 };
 if (process.env.IDP_JWKS) config.jwks = JSON.parse(fs.readFileSync(process.env.IDP_JWKS, 'utf8'));
 const provider = new Provider(issuer, config);
-provider.listen(port, process.env.IDP_HOST || '127.0.0.1', () => console.log(`issuer ${issuer}`));
+const host = process.env.IDP_HOST || '127.0.0.1';
+const ready = () => console.log(`issuer ${issuer}`);
+if (process.env.IDP_TLS_CERT) {
+  const tls = { cert: fs.readFileSync(process.env.IDP_TLS_CERT), key: fs.readFileSync(process.env.IDP_TLS_KEY) };
+  https.createServer(tls, provider.callback()).listen(port, host, ready);
+} else {
+  provider.listen(port, host, ready);
+}
