@@ -52,6 +52,12 @@ REQUIRED = (
 
 RELOAD_INTERVAL_S = 1.0
 
+# mitmproxy options that turn an HTTP connection into a relay of uninspected bytes: after a backend's
+# `101 Switching Protocols` it would pass WebSocket frames or raw TCP both ways, past identity,
+# policy, masking and audit (a caller could then send any request straight to the backend). No
+# vector-database route needs an upgrade, so both stay off whatever the command line says.
+TUNNEL_OPTIONS = ("rawtcp", "websocket")
+
 
 def follow_verbosity() -> None:
     """Keep the `phigate` logger's level at the console's verbosity (termlog_verbosity).
@@ -92,6 +98,9 @@ class Gateway:
             # before any hook has run: a refused or unauthenticated caller would still make the
             # gateway touch the backend, and a dead backend would take /-/healthz down with it.
             ctx.options.connection_strategy = "lazy"
+        for name in TUNNEL_OPTIONS:
+            if name in ctx.options and getattr(ctx.options, name):
+                ctx.options.update(**{name: False})
         if "termlog_verbosity" in updated:
             follow_verbosity()
         if "phigate_allow_plain_http" in updated:
@@ -129,6 +138,40 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the loop must survive; last good rules stay
                 log.error("phigate: rule reload failed (%s)", type(exc).__name__)
 
+    @staticmethod
+    def _tunnel_request(flow: http.HTTPFlow) -> bool:
+        """Refuse what asks for a tunnel or names another host; True when refused.
+
+        A reverse proxy forwards origin-form requests to its one backend. CONNECT and absolute-form
+        targets (`POST http://other-host/...`) would make it a forward proxy; an `Upgrade` request
+        asks the backend for a 101 that would end inspection of the connection.
+        """
+        req = flow.request
+        if req.method == "CONNECT" or req.authority:
+            refuse(flow, Stage.GATEWAY, 400, "tunnel_refused",
+                   "CONNECT and absolute-form request targets are refused: send origin-form requests")
+            return True
+        if "upgrade" in req.headers:
+            refuse(flow, Stage.GATEWAY, 400, "upgrade_refused",
+                   "protocol upgrades are refused: the gateway inspects HTTP requests only",
+                   headers={"connection": "close"})
+            return True
+        return False
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # First in the chain, so no later addon acts on a switched connection. A 101 (or any 1xx
+        # left as the final answer) means the backend now speaks another protocol on this
+        # connection: refuse it and close the client's connection, so nothing sent after it can
+        # reach the backend unchecked (the client never asked to upgrade: such requests are
+        # refused above, and h2c upgrades are stripped by mitmproxy's disableh2c).
+        resp = flow.response
+        if resp is None or resp.status_code >= 200 or context(flow).answered_by_gateway:
+            return
+        status = resp.status_code
+        refuse(flow, Stage.UPSTREAM, 502, "upgrade_refused",
+               f"the backend answered {status} (switching protocols); the gateway relays no tunnels",
+               headers={"connection": "close"})
+
     def request(self, flow: http.HTTPFlow) -> None:
         if is_settled(flow):
             return
@@ -137,6 +180,8 @@ class Gateway:
         if not flow.client_conn.tls_established and not self._allow_plain_http:
             refuse(flow, Stage.GATEWAY, 400, "tls_required",
                    "this gateway accepts HTTPS only (plain HTTP is off: phigate_allow_plain_http)")
+            return
+        if self._tunnel_request(flow):
             return
         if not flow.request.path.startswith("/-/"):
             return

@@ -133,3 +133,44 @@ def test_phigate_logger_follows_the_console_verbosity() -> None:
     finally:
         phigate_log.setLevel(logging.NOTSET)
         root.setLevel(saved)
+
+
+def test_tunnel_options_are_forced_off() -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.options.rawtcp = True
+        tctx.options.websocket = True
+        tctx.configure(gw, rawtcp=True, websocket=True)
+        assert tctx.options.rawtcp is False and tctx.options.websocket is False
+
+
+@pytest.mark.parametrize("status", [101, 100, 103])
+def test_a_switching_answer_is_refused_and_the_connection_closed(status: int) -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = tflow.tflow(resp=True)
+        assert f.response is not None
+        f.response.status_code = status
+        f.response.headers["upgrade"] = "websocket"
+        gw.response(f)
+        assert f.response.status_code == 502
+        assert f.response.json()["error"] == "upgrade_refused"
+        assert f.response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(("method", "authority", "headers", "error"), [
+    ("CONNECT", "backend:443", {}, "tunnel_refused"),
+    ("GET", "other-host:80", {}, "tunnel_refused"),
+    ("GET", "", {"upgrade": "websocket", "connection": "upgrade"}, "upgrade_refused"),
+])
+def test_tunnel_requests_are_refused(method: str, authority: str, headers: dict[str, str], error: str) -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = tflow.tflow()
+        f.client_conn.timestamp_tls_setup = 1.0
+        f.request.method = method
+        f.request.authority = authority
+        f.request.headers.update(headers)
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 400
+        assert f.response.json()["error"] == error
