@@ -36,7 +36,8 @@ from addons.core.respond import refuse
 from addons.forward import read_credential
 from addons.gateway import register_readiness
 from addons.request.canonical_form import Ambiguous, canonical_target, check_headers, parse_query
-from addons.request.name_lookup import NameLookup, Upstream
+from addons.request.name_lookup import NameLookup
+from addons.request.upstream_call import Upstream
 
 log = logging.getLogger("phigate")
 

@@ -26,6 +26,19 @@ first rule that matches decides, and when none does the request is denied:
         routes: ["chroma.*"]        # route id globs
         action: allow
 
+A cap on the records one answer may hold, per role and collection (first matching entry):
+
+    max_records:
+      - {id: clinicians-patients, roles: [clinician], collections: ["patients*"], max: 50}
+      - {id: everyone, max: 200}       # roles and collections omitted: any
+
+It applies to allowed searches and gets whose caller may not export the collection (judged by these
+same rules, as an `export` of it). The answer is counted where the profile locates records; above
+the cap it is withheld and the request is treated as the export it turned out to be: refused, or
+held for approval and then re-fetched and released, per the export rule. An always-true filter
+(`{"$and": []}`, `{"ward": {"$ne": "zz"}}`) thus cannot read a whole collection without the
+export's approval. Where the backend takes a limit (profile `limit:`), it is lowered to cap + 1.
+
 `when` tests request facts the profile extracts (see rules/profiles/*.yaml): `fact: value` (equal),
 `fact: {above|below|at_least|at_most: N}`, `fact: {in|not_in: [...]}`, `fact: {present: bool}`, and
 `body_has` / `body_lacks: [JSONPath, ...]`. A test whose fact is missing (or not a number for a
@@ -35,7 +48,10 @@ rule from matching. So a misspelt fact name, or a route that lacks the fact, fai
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import fnmatch
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -43,13 +59,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from mitmproxy import ctx, exceptions, http
 
 from addons.classify import loaded_check, request_parts
 from addons.config.profile_model import RequestParts
-from addons.config.profiles import compile_jsonpath, present
+from addons.config.profiles import compile_jsonpath, load_profile, present
+from addons.config.record_count import count_records, countable, limit_updates
 from addons.config.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
-from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, Stage, context, is_settled
+from addons.core.context import (
+    Action,
+    Decision,
+    FlowContext,
+    HoldSpec,
+    Identity,
+    Operation,
+    OpKind,
+    RecordCap,
+    Stage,
+    context,
+    is_settled,
+)
 from addons.core.guard import fail_closed
 from addons.core.respond import refuse
 from addons.gateway import register_readiness
@@ -59,7 +89,10 @@ log = logging.getLogger("phigate")
 
 KINDS = {kind.value: kind for kind in OpKind}
 ACTIONS = {action.value: action for action in Action}
-TOP_KEYS = frozenset({"roles", "rules", "description"})
+TOP_KEYS = frozenset({"roles", "rules", "description", "max_records"})
+CAP_KEYS = frozenset({"id", "description", "roles", "collections", "max"})
+# Operation kinds whose answers carry records a cap counts (exports are judged as exports already).
+CAPPED_KINDS = frozenset({OpKind.SEARCH, OpKind.GET})
 RULE_KEYS = frozenset({"id", "description", "roles", "operations", "collections", "routes", "backends",
                        "when", "action", "reason", "approver_roles", "approvals_required", "timeout",
                        "purpose"})
@@ -120,11 +153,43 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Cap:
+    """One `max_records` entry."""
+
+    id: str
+    max: int
+    roles: frozenset[str] | None
+    collections: tuple[str, ...] | None
+
+    def applies(self, roles: frozenset[str], op: Operation) -> bool:
+        if self.roles is not None and ANY_ROLE not in self.roles and not roles & self.roles:
+            return False
+        return self.collections is None or (
+            op.collection is not None and any(fnmatch.fnmatchcase(op.collection, g) for g in self.collections))
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySet:
     """The compiled rules/policy.yaml: `.roles` for the identity addon, `.rules` for this one."""
 
     roles: RoleMapping
     rules: tuple[Rule, ...]
+    caps: tuple[Cap, ...] = ()
+
+    def record_cap(self, identity: Identity | None, op: Operation | None, parts: RequestParts | None
+                   ) -> tuple[Cap, Decision] | None:
+        """For an allowed read: its cap and what happens above it (the export decision), or None.
+
+        None when no cap applies, or when the caller may export the collection anyway (then a
+        large answer is no bypass of anything).
+        """
+        if identity is None or op is None or op.kind not in CAPPED_KINDS:
+            return None
+        cap = next((c for c in self.caps if c.applies(identity.roles, op)), None)
+        if cap is None:
+            return None
+        export = self.decide(identity, dataclasses.replace(op, kind=OpKind.EXPORT), parts)
+        return None if export.action == Action.ALLOW else (cap, export)
 
     def decide(self, identity: Identity | None, op: Operation | None, parts: RequestParts | None) -> Decision:
         if identity is None:
@@ -340,6 +405,34 @@ def compile_rule(file: Path, index: int, spec: Any, known_roles: frozenset[str])
                 when=_when(file, rid, spec.get("when")), hold=hold, purpose=purpose)
 
 
+def compile_caps(file: Path, spec: Any, known_roles: frozenset[str]) -> tuple[Cap, ...]:
+    if spec is None:
+        return ()
+    require(file, "max_records", spec, isinstance(spec, list), "max_records: a list of {id, roles, collections, max}")
+    caps = []
+    role_list = f"a role the roles: map produces ({', '.join(sorted(known_roles)) or 'none'}) or '*'"
+    for index, entry in enumerate(spec):
+        where = f"max_records[{index}]"
+        require(file, where, entry, isinstance(entry, dict), "a mapping {id, roles, collections, max}")
+        cid = entry.get("id")
+        require(file, where, cid, isinstance(cid, str) and _ID.fullmatch(cid) is not None,
+                "an id (letters, digits, - _ . :)")
+        unknown = set(entry) - CAP_KEYS
+        require(file, cid, sorted(unknown), not unknown, f"keys among {', '.join(sorted(CAP_KEYS))}")
+        most = entry.get("max")
+        require(file, cid, most, isinstance(most, int) and not isinstance(most, bool) and 1 <= most <= 1_000_000,
+                "max: a whole number of records from 1 to 1000000")
+        roles = (frozenset(_names(file, cid, "roles", entry["roles"], lambda r: r == ANY_ROLE or r in known_roles,
+                                  role_list)) if "roles" in entry else None)
+        collections = (tuple(_names(file, cid, "collections", entry["collections"], bool, "collection name globs"))
+                       if "collections" in entry else None)
+        caps.append(Cap(id=cid, max=most, roles=roles, collections=collections))
+    ids = [c.id for c in caps]
+    for cid in ids:
+        require(file, cid, cid, ids.count(cid) == 1, "unique max_records ids")
+    return tuple(caps)
+
+
 def compile_policy(file: Path, doc: Any) -> PolicySet:
     require(file, None, type(doc).__name__, isinstance(doc, dict), "a mapping with roles: and rules:")
     unknown = set(doc) - TOP_KEYS
@@ -356,7 +449,7 @@ def compile_policy(file: Path, doc: Any) -> PolicySet:
         seen.add(rule.id)
     if not rules:
         log.warning("phigate: %s has no rules: every request is denied", file)
-    return PolicySet(roles=roles, rules=rules)
+    return PolicySet(roles=roles, rules=rules, caps=compile_caps(file, doc.get("max_records"), known))
 
 
 _loaded: dict[str, WatchedFile[PolicySet]] = {}
@@ -383,11 +476,14 @@ class Policy:
     def __init__(self) -> None:
         # The rules folder, read at configure: `ctx.options.x` deep-copies on every read.
         self._rules_dir = ""
+        self._profile_name = ""
         register_readiness("policy", loaded_check("policy", self._current))
 
     def configure(self, updated: set[str]) -> None:
         if "phigate_rules" in updated:
             self._rules_dir = ctx.options.phigate_rules
+        if "phigate_profile" in updated:
+            self._profile_name = ctx.options.phigate_profile
         if "phigate_rules" not in updated or not ctx.options.phigate_rules:
             return
         try:
@@ -409,4 +505,66 @@ class Policy:
         if decision.action == Action.DENY:
             refuse(flow, Stage.POLICY, 403, "forbidden", decision.reason or DEFAULT_DENY_REASON,
                    extra={"rule_id": decision.rule_id, "reason": decision.reason or DEFAULT_DENY_REASON})
+        elif decision.action == Action.ALLOW:
+            self._cap(flow, c)
         # A hold is left for the Approvals addon; Forward refuses any hold nobody released.
+
+    def _cap(self, flow: http.HTTPFlow, c: FlowContext) -> None:
+        """Attach the answer's record cap to an allowed read, and lower the backend's limit to cap + 1."""
+        parts = request_parts(flow)
+        found = self._current().record_cap(c.identity, c.operation, parts)
+        if found is None or c.operation is None:
+            return
+        route = load_profile(self._rules_dir, self._profile_name).current.route(c.operation.route)
+        if route is None or not countable(route):
+            return
+        cap, over = found
+        req = flow.request
+        body = req.raw_content or b""
+        record_cap = RecordCap(cap_id=cap.id, max_records=cap.max, over_cap=over,
+                               count=functools.partial(count_records, route),
+                               original_path=req.path, original_body=body)
+        c.record_cap = record_cap
+        if not route.limit:
+            return
+        doc = copy.deepcopy(parts.body) if parts is not None else None
+        changed, params = limit_updates(route, doc, parts.query if parts is not None else {}, cap.max + 1)
+        if changed:
+            req.content = orjson.dumps(doc)
+        for name, value in params.items():
+            req.query[name] = value
+        record_cap.limit_lowered = changed or bool(params)
+
+    @fail_closed(Stage.POLICY, 502)
+    def response(self, flow: http.HTTPFlow) -> None:
+        c = context(flow)
+        cap = c.record_cap
+        resp = flow.response
+        if cap is None or resp is None or c.answered_by_gateway or not 200 <= resp.status_code < 300:
+            return
+        try:
+            doc = orjson.loads(resp.get_content(strict=True) or b"null")
+        except (ValueError, orjson.JSONDecodeError):
+            # An answer the gateway cannot count is one it cannot bound: never released.
+            refuse(flow, Stage.POLICY, 502, "records_uncountable",
+                   "the backend's answer could not be read to count its records; nothing was released")
+            return
+        cap.counted = cap.count(doc)
+        if cap.counted <= cap.max_records:
+            return
+        # Threat: a filter that matches everything (`{"$and": []}`, `{"$ne": "zz"}`) reads a whole
+        # collection through a route the policy allows as a search or get. The answer proves it.
+        cap.withheld = True
+        over = cap.over_cap
+        c.decision = over
+        detail = (f"the answer holds more than {cap.max_records} records (max_records {cap.cap_id}); "
+                  "a bulk read is an export")
+        extra = {"rule_id": over.rule_id, "max_records": cap.max_records}
+        if over.action == Action.HOLD:
+            # Withheld until the Approvals addon holds it and, once approved, re-fetches it: without
+            # that addon (or if it fails) this refusal stands.
+            refuse(flow, Stage.APPROVAL, 403, "approval_required",
+                   f"{detail} and needs approval (rule {over.rule_id})", extra=extra)
+        else:
+            refuse(flow, Stage.POLICY, 403, "too_many_records",
+                   f"{detail}: {over.reason or DEFAULT_DENY_REASON}", extra=extra)

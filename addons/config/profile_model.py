@@ -117,6 +117,8 @@ class Route:
     # Reads the collection value (path variable, body JSONPath or query parameter) from a request.
     collection_source: Callable[[RequestParts], list[Any]] | None = field(default=None, compare=False)
     learn: tuple[CollectionLearning, ...] = ()
+    # Where the backend takes a record limit (`$.path` or `?param`): lowered to a policy cap + 1.
+    limit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ Format (see rules/profiles/chroma.yaml for a complete example):
         request: {ids: $.ids[*], filters: [$.where, $.where_document]}
         response: {ids: $.ids[*], documents: $.documents[*], metadata: $.metadatas[*]}
         learn: {items: "$", id: id, name: name}   # responses that name collections (id -> name)
+        limit: [$.limit]                   # where the backend takes a record limit: `$.key.path` (keys
+                                           # and [*] only) or `?param`; the gateway lowers it to a
+                                           # policy cap + 1 (addons/config/record_count.py)
 
 Selectors (in `when`, `facts` and `collection`): `$...` is a JSONPath into the body (for NDJSON the
 body is the list of lines), `?name` a query parameter, `{name}` a path variable. A value is present
@@ -69,12 +72,14 @@ BODY_KINDS = ("json", "ndjson", "graphql", "none", "any")
 RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters")
 PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve"})
 ROUTE_KEYS = frozenset({"id", "kind", "method", "methods", "path", "collection", "body", "when", "facts",
-                        "request", "response", "learn", "note"})
+                        "request", "response", "learn", "note", "limit"})
 TEST_KEYS = ("present", "any_present", "absent", "equals", "matches", "every")
 VALUE_FACTS = ("value", "count", "max")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _HEADER = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
+# A limit the gateway can write: plain keys and [*] steps, or a query parameter.
+_LIMIT = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\*\])*\.[A-Za-z_][A-Za-z0-9_]*|\?[A-Za-z_][A-Za-z0-9_.-]*")
 
 Selector = Callable[[RequestParts], list[Any]]
 Finder = Callable[[Any], list[Any]]
@@ -433,6 +438,13 @@ def compile_route(file: Path | str, index: int, spec: Any) -> Route:
     require(file, rid, body, not (body in ("none", "any") and uses_body),
             "body: json, ndjson or graphql on a route whose `when` or `facts` read the body")
     param, is_id, extract, source = _collection(file, rid, spec.get("collection"), variables)
+    limit_spec = spec.get("limit", [])
+    limits = limit_spec if isinstance(limit_spec, list) else [limit_spec]
+    for sel in limits:
+        require(file, rid, sel, isinstance(sel, str) and _LIMIT.fullmatch(sel) is not None,
+                "limit: `$.key.path` (keys and [*] only) or `?query_param`, or a list of them")
+    require(file, rid, limit_spec, not limits or body in ("json",) or all(s.startswith("?") for s in limits),
+            "limit: body paths only on a route whose body is json")
     return Route(
         id=rid, kind=KINDS[kind], method=methods[0], template=spec["path"],
         collection_param=param, collection_is_id=is_id, body=body,
@@ -440,7 +452,7 @@ def compile_route(file: Path | str, index: int, spec: Any) -> Route:
         response=_record_paths(file, f"{rid} response", spec.get("response")),
         methods=frozenset(methods), pattern=pattern, when=when, facts=facts,
         collection_extract=extract, collection_source=source,
-        learn=_learning(file, rid, spec.get("learn"), variables),
+        learn=_learning(file, rid, spec.get("learn"), variables), limit=tuple(limits),
     )
 
 

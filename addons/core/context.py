@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,29 @@ class Decision:
 
 
 @dataclass(slots=True)
+class RecordCap:
+    """A policy cap on the records one answer may hold (policy.yaml `max_records`), for one flow.
+
+    Set by the policy addon on an allowed read whose caller may not export that collection; the
+    answer is counted against it, and above it the request is judged again as an export
+    (`over_cap`: deny, or hold for approval and then re-fetch the original request).
+    """
+
+    cap_id: str
+    max_records: int
+    over_cap: Decision
+    # Where the profile locates records in the answer (a function of the decoded body).
+    count: Callable[[Any], int] = field(repr=False)
+    # The request as the client sent it, before the gateway lowered its limit (for the re-fetch and
+    # the approval's request hash).
+    original_path: str = ""
+    original_body: bytes = b""
+    limit_lowered: bool = False
+    counted: int | None = None
+    withheld: bool = False
+
+
+@dataclass(slots=True)
 class MaskingSummary:
     """What masking did to one response (and to tokens in the request)."""
 
@@ -176,6 +199,7 @@ class FlowContext:
     audit_seq: int | None = None
     # The gateway answered itself (health, refusal): no upstream response to mask.
     answered_by_gateway: bool = False
+    record_cap: RecordCap | None = None
 
 
 def context(flow: http.HTTPFlow) -> FlowContext:
