@@ -535,6 +535,11 @@ class Policy:
             req.query[name] = value
         record_cap.limit_lowered = changed or bool(params)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # A streamed answer never reaches the response hook, so it could not be counted.
+        if context(flow).record_cap is not None and flow.response is not None:
+            flow.response.stream = False
+
     @fail_closed(Stage.POLICY, 502)
     def response(self, flow: http.HTTPFlow) -> None:
         c = context(flow)
