@@ -35,12 +35,12 @@ from mitmproxy import connection, ctx, exceptions, http
 from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
+from addons.gateway import readiness_of, register_readiness
 from addons.holds import httpserver
 from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
 from addons.holds.notify import Notifier
-from addons.holds.store import AsyncHoldStore, HoldStore
+from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
 from addons.holds.summary import masked_summary, request_hash
 from addons.request import upstream_call
 from addons.request.upstream_call import Upstream
@@ -69,6 +69,8 @@ RELEASED_STATES = frozenset({"approved", "granted", "break_glass"})
 REFETCH_DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive",
                              "accept-encoding", "upgrade", "te", "trailer", "proxy-connection"})
 REFETCH_TIMEOUT_S = 60.0
+# How long a hold's end (timeout, cancel) may wait for the store before the flow ends without it.
+FINISH_GRACE_S = 0.5
 REFETCH_MAX_BYTES = 256 * 1024 * 1024
 
 
@@ -78,6 +80,12 @@ def default_db_path() -> str:
 
 def _loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def _late_finish(task: asyncio.Future[Hold]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("phigate approvals: recording a hold's end failed (%s); the reaper retries",
+                    type(task.exception()).__name__)
 
 
 def _webhook_view(hold: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,6 +302,23 @@ class Approvals:
                    "this request needs approval, and a streamed request body cannot be approved; "
                    "disable stream_large_bodies for it")
             return
+        audit_down = readiness_of("audit")
+        if audit_down:
+            # A hold nobody could record must not exist, nor page an approver.
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger cannot record requests; the gateway refuses traffic until it can")
+            return
+        try:
+            await self._hold_or_pass(flow, c, spec, break_glass)
+        except (sqlite3.Error, OSError) as exc:
+            # Raised before a hold exists (a hold's end never raises: _finish): nothing is pending.
+            refuse(flow, Stage.APPROVAL, 503, "approvals_unavailable", f"{unavailable_reason(exc)}; try later",
+                   headers={"retry-after": "2"})
+
+    async def _hold_or_pass(self, flow: http.HTTPFlow, c: FlowContext, spec: HoldSpec, break_glass: str | None
+                            ) -> None:
+        store, ident = self.store, c.identity
+        assert store is not None and ident is not None
         now = time.time()
         new = self._new_hold(flow, c, spec, now)
         s = store.store
@@ -371,15 +396,15 @@ class Approvals:
             if flow.client_conn.state is connection.ConnectionState.CLOSED:
                 fut.set_result(_CANCELLED)  # the client left before the hold was even stored
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(fut), timeout=spec.timeout_s)
+                # Counted from the hold's own start: time spent storing it is not added on top.
+                left = max(0.0, hold.expires_at - time.time())
+                outcome = await asyncio.wait_for(asyncio.shield(fut), timeout=left)
             except TimeoutError:
-                outcome = await self.store.call(s.finish, hold.hold_id, HoldState.TIMEOUT, "approval timed out",
-                                                time.time())
+                outcome = await self._finish(hold, HoldState.TIMEOUT, "approval timed out")
                 if outcome.state == HoldState.TIMEOUT:
                     self.notifier.event("hold_expired", _webhook_view(outcome.public(time.time())))
             if outcome == _CANCELLED:
-                outcome = await self.store.call(s.finish, hold.hold_id, HoldState.CANCELLED,
-                                                "the client disconnected while held", time.time())
+                outcome = await self._finish(hold, HoldState.CANCELLED, "the client disconnected while held")
                 if outcome.state == HoldState.CANCELLED:
                     self.notifier.event("hold_cancelled", _webhook_view(outcome.public(time.time())))
                 c.hold = self._info(outcome)
@@ -399,6 +424,21 @@ class Approvals:
                 if not held:
                     del self._by_client[client_id]
             flow.resume()
+
+    async def _finish(self, hold: Hold, state: HoldState, why: str) -> Hold:
+        """End a hold without an approver. If the store cannot record it within FINISH_GRACE_S
+        (locked by another process, failing disk), the flow still ends now, as `state`: a timeout
+        keeps its configured time. The store catches up on its own thread; until then the hold
+        looks pending there, but an expired hold can no longer be approved (HoldStore._decidable)."""
+        assert self.store is not None
+        task = asyncio.ensure_future(self.store.call(self.store.store.finish, hold.hold_id, state, why, time.time()))
+        done, _ = await asyncio.wait({task}, timeout=FINISH_GRACE_S)
+        if task in done and task.exception() is None:
+            return task.result()
+        task.add_done_callback(_late_finish)
+        log.warning("phigate approvals: the hold store did not record hold %s as %s in time; ended for the "
+                    "flow all the same", hold.hold_id, state)
+        return dataclasses.replace(hold, state=state, decided_at=time.time(), justification=why)
 
     def _settle(self, flow: http.HTTPFlow, c: FlowContext, hold: Hold) -> None:
         c.hold = self._info(hold)
