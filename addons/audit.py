@@ -30,6 +30,7 @@ from addons.config import rulefiles
 from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
 from addons.core.guard import fail_closed
 from addons.core.respond import refuse
+from addons.core.startup import runtime_error
 from addons.gateway import register_readiness
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
@@ -221,7 +222,11 @@ class Audit:
             audit_dir = Path(opts.confdir).expanduser() / "phigate-audit"
             log.warning("phigate: option phigate_audit_dir is not set; writing the audit ledger to %s "
                         "(set --set phigate_audit_dir=/var/lib/phigate/audit in production)", audit_dir)
-        witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        try:
+            witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        except OSError as exc:
+            self._fail_start(f"cannot open the audit witness next to {audit_dir}: {exc.strerror}")
+            return
         signing = self._signing
         if signing is None:
             # Without a configured key the ledger is still hash-chained; checkpoints are signed with a
@@ -237,9 +242,7 @@ class Audit:
         try:
             ledger = self._open(audit_dir, opts.phigate_node_id, signing, witness, settings)
         except LedgerError as exc:
-            self.start_error = str(exc)
-            log.error("phigate audit: %s; refusing all traffic", exc)
-            self._opened.set()
+            self._fail_start(str(exc))
             return
         self.ledger = ledger
         self._opened.set()
@@ -247,6 +250,14 @@ class Audit:
         sink.attach(ledger, asyncio.get_running_loop())
         rulefiles.on_version(self._rule_version)
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
+
+    def _fail_start(self, why: str) -> None:
+        # A runtime condition, not a configuration error: the process stays up, refuses every
+        # request with 503 and says why in /-/readyz (an exit would leave load balancers and
+        # operators with nothing but a restart loop).
+        self.start_error = why
+        runtime_error(log, "phigate audit: %s; refusing all traffic", why)
+        self._opened.set()
 
     def _open(self, audit_dir: Path, node_id: str, signing: Ed25519PrivateKey, witness: Path,
               settings: Settings) -> Ledger:

@@ -85,6 +85,19 @@ class RuleVersion:
 
 _listeners: list[Callable[[RuleVersion], None]] = []
 _history: list[RuleVersion] = []
+# Told (path, why) each time an edit is rejected and the last good rules stay: an incident to record.
+_rejection_listeners: list[Callable[[str, str], None]] = []
+
+
+def on_rejected(listener: Callable[[str, str], None]) -> None:
+    """Register a listener for rejected edits: called with (file, why) once per new rejection."""
+    if listener not in _rejection_listeners:
+        _rejection_listeners.append(listener)
+
+
+def rejected_edits() -> dict[str, str]:
+    """Files whose latest edit was rejected (file -> why); their last good rules are in force."""
+    return {str(wf.path): wf.last_error for wf in _registry.values() if wf.last_error}
 
 
 def on_version(listener: Callable[[RuleVersion], None]) -> None:
@@ -137,6 +150,10 @@ class WatchedFile[T]:
             self._keep_last_good(f"{self.path}: cannot read ({exc.strerror})")
             return False
         if hashlib.sha256(raw).hexdigest() == self.sha256:
+            if self.last_error is not None:
+                # The file is back to the rules in force (a bad edit undone): nothing is rejected now.
+                log.info("phigate: %s is back to the rules in force", self.path)
+                self.last_error = None
             return False
         try:
             self.load()
@@ -147,9 +164,12 @@ class WatchedFile[T]:
         return True
 
     def _keep_last_good(self, why: str) -> None:
-        if why != self.last_error:
-            log.error("phigate: keeping the last good rules; %s", why)
+        new = why != self.last_error
         self.last_error = why
+        if new:
+            log.error("phigate: keeping the last good rules; %s", why)
+            for listener in list(_rejection_listeners):
+                listener(str(self.path), why)
 
 
 # One WatchedFile per path for the whole process: the identity and classify addons both read the
