@@ -174,3 +174,39 @@ def test_tunnel_requests_are_refused(method: str, authority: str, headers: dict[
         gw.request(f)
         assert f.response is not None and f.response.status_code == 400
         assert f.response.json()["error"] == error
+
+
+def test_readyz_names_rejected_rule_edits_and_stays_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    from addons.config import rulefiles
+
+    monkeypatch.setattr(rulefiles, "rejected_edits", lambda: {"rules/policy.yaml": "bad value 'sometimes'"})
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.configure(gw, phigate_allow_plain_http=True)
+        f = plain_flow("/-/readyz")
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 200
+        assert f.response.json() == {"status": "ready",
+                                     "rejected_rule_edits": {"rules/policy.yaml": "bad value 'sometimes'"}}
+
+
+async def test_backend_check_says_why_without_the_address() -> None:
+    import socket
+
+    from addons.request.upstream_call import Upstream
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    why = await gateway.check_backend(Upstream("http", "127.0.0.1", port), "/api/v2/healthcheck")
+    assert why is not None and "GET /api/v2/healthcheck" in why and str(port) not in why
+
+
+def test_backend_target_reads_the_reverse_mode() -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.options.mode = ["reverse:https://db.internal:8000@8443"]
+        target = gateway.backend_target()
+        assert target is not None
+        upstream, path = target
+        assert (upstream.scheme, upstream.host, upstream.port, path) == ("https", "db.internal", 8000, "/")

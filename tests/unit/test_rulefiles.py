@@ -60,3 +60,24 @@ def test_reload_applies_good_edits_and_keeps_last_good(tmp_path: Path) -> None:
     rulefiles.reload_all()
     assert wf.current == 3 and wf.last_error is None
     assert len(set(seen[-3:])) == 3  # every version in force was announced
+
+
+def test_rejected_edits_are_told_once_listed_and_cleared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rulefiles, "_rejection_listeners", [])
+    p = tmp_path / "r.yaml"
+    p.write_text("limit: 1\n")
+    told: list[tuple[str, str]] = []
+    rulefiles.on_rejected(lambda path, why: told.append((path, why)))
+    wf = rulefiles.watched(p, compile_limit)
+    assert rulefiles.rejected_edits() == {}
+    p.write_text("limit: two\n")
+    rulefiles.reload_all()
+    rulefiles.reload_all()  # the same bad edit again: one incident, not one per poll
+    assert [path for path, _ in told] == [str(wf.path)] and "integer 'limit'" in told[0][1]
+    assert list(rulefiles.rejected_edits()) == [str(wf.path)]
+    p.write_text("limit: 1\n")  # undone: the file is the rules in force again
+    rulefiles.reload_all()
+    assert rulefiles.rejected_edits() == {} and wf.current == 1
+    p.write_text("limit: [\n")  # a new bad edit is a new incident
+    rulefiles.reload_all()
+    assert len(told) == 2
