@@ -12,7 +12,6 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
@@ -20,46 +19,16 @@ from mitmproxy.proxy import mode_specs
 
 from addons.config import rulefiles
 from addons.config.profiles import load_profile
-from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.config.snapshot import rules_for
+from addons.core.context import Operation, OpKind, Stage, context
+from addons.core.guard import fail_closed
+from addons.core.readiness import not_ready_reasons, register_readiness
 from addons.core.respond import json_response, refuse
 from addons.ledger import sink
 from addons.request import upstream_call
 from addons.request.upstream_call import Upstream
 
 log = logging.getLogger("phigate")
-
-# Each entry answers "why is this gateway not ready?" (None when ready). Addons register theirs
-# at load: the audit store, the key set, the rules.
-ReadinessCheck = Callable[[], str | None]
-_readiness: dict[str, ReadinessCheck] = {}
-
-
-def register_readiness(name: str, check: ReadinessCheck) -> None:
-    _readiness[name] = check
-
-
-def readiness_of(name: str) -> str | None:
-    """Why the part registered as `name` is not ready (None when ready, or when nothing registered it)."""
-    check = _readiness.get(name)
-    if check is None:
-        return None
-    try:
-        return check()
-    except Exception as exc:  # noqa: BLE001 - a failing check means "not ready"
-        return f"readiness check failed ({type(exc).__name__})"
-
-
-def not_ready_reasons() -> dict[str, str]:
-    reasons: dict[str, str] = {}
-    for name, check in _readiness.items():
-        try:
-            why = check()
-        except Exception as exc:  # noqa: BLE001 - a failing check means "not ready", never "ready"
-            why = f"readiness check failed ({type(exc).__name__})"
-        if why:
-            reasons[name] = why
-    return reasons
-
 
 # Options every phigate deployment must set. (name, what to set, example)
 REQUIRED = (
@@ -196,7 +165,7 @@ class Gateway:
         follow_verbosity()
         loop = asyncio.get_running_loop()
         self._reloader = loop.create_task(self._reload_loop())
-        rulefiles.on_rejected(record_rejected_edit)
+        rulefiles.on_rejection(record_rejected_edit)
         target = backend_target()
         if target is not None and ctx.options.phigate_backend_check_s > 0:
             register_readiness("backend", lambda: self._backend_down)
@@ -260,9 +229,12 @@ class Gateway:
                f"the backend answered {status} (switching protocols); the gateway relays no tunnels",
                headers={"connection": "close"})
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # The first hook a flow meets: pin the rules version it will be handled under, start to end.
+        rules_for(flow)
+
+    @fail_closed(Stage.GATEWAY, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         # 164.312(e)(1): a bearer token or PHI sent in clear text is already exposed; refuse it
         # rather than serve it, unless plain HTTP was asked for explicitly (loopback tests, demo).
         if not flow.client_conn.tls_established and not self._allow_plain_http:
