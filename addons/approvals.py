@@ -247,9 +247,10 @@ class Approvals:
         if cap is None or not cap.withheld or decision is None or decision.action != Action.HOLD:
             return
         withheld = c.refusal
-        # What the approver reviews and what is re-fetched: the request as the client sent it.
-        flow.request.path = cap.original_path
-        flow.request.content = cap.original_body
+        # What the approver reviews and what is re-fetched: the request as the client asked it (its
+        # own limit, not the cap + 1 the gateway sent).
+        if cap.restore_limit is not None:
+            cap.restore_limit(flow.request)
         c.refusal = None
         await self._judge(flow, c, flow.metadata.get(BREAK_GLASS_KEY))
         if c.refusal is not None:

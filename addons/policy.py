@@ -51,13 +51,21 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from typing import Any
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
 from addons.config.policy_rules import DEFAULT_DENY_REASON, PolicySet, load_policy
+from addons.config.profile_model import Route
 from addons.config.profiles import load_profile
-from addons.config.record_count import count_records, countable, limit_updates
+from addons.config.record_count import (
+    count_records,
+    countable,
+    limit_updates,
+    query_limit_names,
+    restore_body_limits,
+)
 from addons.config.rulefiles import ConfigError
 from addons.config.snapshot import pinned
 from addons.core.context import Action, FlowContext, RecordCap, Stage, context
@@ -66,6 +74,16 @@ from addons.core.readiness import loaded_check, register_readiness
 from addons.core.respond import refuse
 
 log = logging.getLogger("phigate")
+
+def _restore_limit(route: Route, original: Any, query_before: dict[str, list[str]], req: http.Request) -> None:
+    """The client's own limit, back in the request as forwarded (see RecordCap.restore_limit)."""
+    if original is not None and req.raw_content:
+        doc = orjson.loads(req.raw_content)
+        restore_body_limits(route, original, doc)
+        req.content = orjson.dumps(doc)
+    for name, values in query_before.items():
+        req.query.set_all(name, values)
+
 
 # --- the addon ------------------------------------------------------------------------------------
 
@@ -117,20 +135,22 @@ class Policy:
             return
         cap, over = found
         req = flow.request
-        body = req.raw_content or b""
         record_cap = RecordCap(cap_id=cap.id, max_records=cap.max, over_cap=over,
-                               count=functools.partial(count_records, route),
-                               original_path=req.path, original_body=body)
+                               count=functools.partial(count_records, route))
         c.record_cap = record_cap
         if not route.limit:
             return
-        doc = copy.deepcopy(parts.body) if parts is not None else None
+        original = parts.body if parts is not None else None
+        doc = copy.deepcopy(original)
+        query_before = {name: req.query.get_all(name) for name in query_limit_names(route)}
         changed, params = limit_updates(route, doc, parts.query if parts is not None else {}, cap.max + 1)
         if changed:
             req.content = orjson.dumps(doc)
         for name, value in params.items():
             req.query[name] = value
         record_cap.limit_lowered = changed or bool(params)
+        if record_cap.limit_lowered:
+            record_cap.restore_limit = functools.partial(_restore_limit, route, original, query_before)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # A streamed answer never reaches the response hook, so it could not be counted.

@@ -125,3 +125,26 @@ def limit_updates(route: Route, body: Any, query: Mapping[str, Iterable[str]], c
         elif body is not None:
             body_changed |= lower_body_limit(sel, body, ceiling, inject=not present)
     return body_changed, params
+
+
+def restore_body_limits(route: Route, original: Any, current: Any) -> None:
+    """Put the client's own limits (values, or their absence) back into `current`, in place.
+
+    `current` is the request as forwarded (the masking addon may have turned token handles back into
+    values since), `original` the client's: the same structure, so parents pair up in order.
+    """
+    for sel in route.limit:
+        if sel.startswith("?"):
+            continue
+        steps = _steps(sel)
+        key = steps[-1]
+        assert key is not None
+        for before, now in zip(_parents(original, steps[:-1]), _parents(current, steps[:-1]), strict=False):
+            if key in before:
+                now[key] = before[key]
+            else:
+                now.pop(key, None)
+
+
+def query_limit_names(route: Route) -> tuple[str, ...]:
+    return tuple(sel[1:] for sel in route.limit if sel.startswith("?"))

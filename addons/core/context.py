@@ -139,10 +139,9 @@ class RecordCap:
     over_cap: Decision
     # Where the profile locates records in the answer (a function of the decoded body).
     count: Callable[[Any], int] = field(repr=False)
-    # The request as the client sent it, before the gateway lowered its limit (for the re-fetch and
-    # the approval's request hash).
-    original_path: str = ""
-    original_body: bytes = b""
+    # Puts the client's own limit back into the request as forwarded (for the re-fetch of an
+    # approved answer: exactly what the client asked, with handles already turned into values).
+    restore_limit: Callable[[http.Request], None] | None = field(default=None, repr=False)
     limit_lowered: bool = False
     counted: int | None = None
     withheld: bool = False

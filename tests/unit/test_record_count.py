@@ -12,7 +12,13 @@ import pytest
 
 from addons.config.profile_model import Profile
 from addons.config.profiles import compile_jsonpath, compile_profile
-from addons.config.record_count import count_records, countable, limit_updates, lower_body_limit
+from addons.config.record_count import (
+    count_records,
+    countable,
+    limit_updates,
+    lower_body_limit,
+    restore_body_limits,
+)
 from addons.config.rulefiles import parse_yaml
 from tests.support.recorded_upstream import BACKENDS, load_fixture
 
@@ -100,3 +106,14 @@ def test_a_missing_parent_is_not_created() -> None:
     doc: dict[str, Any] = {"searches": [{"filter": {}}]}
     assert lower_body_limit("$.searches[*].limit.limit", doc, 11, inject=True) is False
     assert doc == {"searches": [{"filter": {}}]}
+
+
+def test_restoring_puts_back_the_clients_own_limits() -> None:
+    route = profile("qdrant").route("qdrant.search_batch")
+    assert route is not None
+    original = {"searches": [{"limit": 50, "filter": {"must": ["tok_mrn_k1_x"]}}, {"filter": {}}]}
+    forwarded = copy.deepcopy(original)
+    limit_updates(route, forwarded, {}, 11)
+    forwarded["searches"][0]["filter"] = {"must": ["MRN-1"]}  # detokenized on the way out
+    restore_body_limits(route, original, forwarded)
+    assert forwarded == {"searches": [{"limit": 50, "filter": {"must": ["MRN-1"]}}, {"filter": {}}]}
