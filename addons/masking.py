@@ -304,9 +304,8 @@ class Masking:
         if not c.answered_by_gateway:
             # Last, so decoding still saw the upstream's Content-Encoding (an unknown one is refused).
             fields, dropped = allowed_fields(resp.headers.fields)
-            if dropped:
-                resp.headers.fields = fields
-                summary.headers_dropped += dropped
+            resp.headers.fields = fields
+            summary.headers_dropped += dropped
 
     def _masked_body(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, rules: MaskingRules,
                      roles: frozenset[str] | None, defaults: RoleDefaults, prof: Profile,
