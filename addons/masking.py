@@ -300,12 +300,13 @@ class Masking:
         if resp.stream:
             self._unmaskable(flow, "streamed_body", "the upstream body was streamed and could not be masked")
             return
+        upstream_fields = resp.headers.fields
         self._masked_body(flow, resp, c, rules, roles, defaults, prof, summary)
         if not c.answered_by_gateway:
-            # Last, so decoding still saw the upstream's Content-Encoding (an unknown one is refused).
-            fields, dropped = allowed_fields(resp.headers.fields)
-            resp.headers.fields = fields
-            summary.headers_dropped += dropped
+            # Last, so decoding still saw the upstream's Content-Encoding (an unknown one is refused);
+            # counted on what the upstream sent.
+            resp.headers.fields = allowed_fields(resp.headers.fields)[0]
+            summary.headers_dropped += allowed_fields(upstream_fields)[1]
 
     def _masked_body(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, rules: MaskingRules,
                      roles: frozenset[str] | None, defaults: RoleDefaults, prof: Profile,

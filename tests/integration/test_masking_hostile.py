@@ -122,7 +122,8 @@ def test_unlisted_keys_in_any_spelling_are_masked(gateway: Gateway, upstream: Ho
                               "include": ["metadatas"]}), id="get-shape-on-query"),
     pytest.param(Answer(200, orjson.dumps(orjson.dumps(query_answer([{"name": PHI[0]}])).decode())),
                  id="double-encoded"),
-    pytest.param(Answer(200, query_answer([{"mrn": "8675309"}], debug={"patient": PHI[0]})), id="unknown-top-level-key"),
+    pytest.param(Answer(200, query_answer([{"mrn": "8675309"}], debug={"patient": PHI[0]})),
+                 id="unknown-top-level-key"),
     pytest.param(Answer(200, query_answer([orjson.dumps({"name": PHI[0]}).decode()])), id="string-for-object"),
 ])
 def test_a_response_off_its_declared_shape_is_refused(gateway: Gateway, upstream: HostileUpstream, idp: Idp,
@@ -203,7 +204,8 @@ phi = st.sampled_from(PHI)
 keys = st.one_of(st.sampled_from(["mrn", "MRN", "Patient_Name", "patient-name", "patientName", "ward", "dob",
                                   "note", "debug", "error", "message", "id", "ids", "metadatas", "documents"]),
                  st.text("abcdefghijklmnopqrstuvwxyz_-ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=12))
-json_values = st.recursive(st.one_of(phi, st.integers(-2**53, 2**53), st.none(), st.booleans(), st.floats(allow_nan=False)),
+scalars = st.one_of(phi, st.integers(-2**53, 2**53), st.none(), st.booleans(), st.floats(allow_nan=False))
+json_values = st.recursive(scalars,
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
                            max_leaves=8)
 records = st.dictionaries(keys, json_values, max_size=4)
