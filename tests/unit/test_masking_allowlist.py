@@ -18,7 +18,7 @@ from addons.audit import build_event
 from addons.config.masking_rules import compile_masking, field_key
 from addons.config.rulefiles import ConfigError, parse_yaml
 from addons.core import upstream_errors
-from addons.core.context import Identity, Operation, OpKind, context
+from addons.core.context import Caller, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
 from addons.phi import headers
@@ -66,7 +66,7 @@ def flow(body: bytes | Any, roles: frozenset[str] | None = AGENT, status: int = 
         f.response.headers[k] = v
     c = context(f)
     if roles is not None:
-        c.identity = Identity("sub", "iss", roles, "jti", 0)
+        c.identity = Caller("sub", "iss", roles, "jti", 0)
     c.operation = Operation("chroma", OpKind.SEARCH, route, method, PATH)
     return f
 
