@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from addons.config.jsonpath import PathError, Walker, compile_path
+from addons.config.jsonpath import Key, PathError, Walker, compile_path
 from addons.config.profile_model import Route
 from addons.config.rulefiles import ConfigError, require
 from addons.core.context import OpKind
@@ -135,6 +135,10 @@ class RoutePaths:
     # A closed shape (the route declares its `other` keys): every top-level key allowed. None: open.
     keys: frozenset[str] | None = None
     other: Mapping[str, Any] = field(default_factory=dict)  # top-level key -> what it holds
+    # Keys inside a record object that other record paths treat (Qdrant's payload.text is a document,
+    # Weaviate's _additional.vector a vector): key -> None (treated there) or the same for the object
+    # under it; one tree per metadata walker. The allow-list's defaults leave these to their own paths.
+    parts: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def has_records(self) -> bool:
@@ -280,8 +284,34 @@ def compile_route_paths(route: Route) -> RoutePaths:
     keys = None
     if resp.other and None not in roots:
         keys = frozenset({*(k for k in roots if k is not None), *resp.other})
-    return RoutePaths(walkers(resp.metadata), walkers(resp.documents), walkers(resp.ids), vectors, splice,
-                      keys, dict(resp.other))
+    metadata = walkers(resp.metadata)
+    return RoutePaths(metadata, walkers(resp.documents), walkers(resp.ids), vectors, splice,
+                      keys, dict(resp.other),
+                      tuple(_record_parts(m, (*walkers(resp.documents), *walkers(resp.ids), *vectors))
+                            for m in metadata))
+
+
+def _record_parts(rec: Walker, others: tuple[Walker, ...]) -> dict[str, Any]:
+    """The tree of keys under a record object that another record path reaches (see RoutePaths.parts)."""
+    tree: dict[str, Any] = {}
+    if rec.steps is not None:
+        for w in others:
+            if w.steps is None or len(w.steps) <= len(rec.steps) or w.steps[:len(rec.steps)] != rec.steps:
+                continue
+            rest = w.steps[len(rec.steps):]
+            if not all(type(s) is Key for s in rest):
+                continue
+            node = tree
+            for i, step in enumerate(rest):
+                name = step.name  # type: ignore[union-attr]
+                if i == len(rest) - 1:
+                    node[name] = None
+                else:
+                    child = node.get(name, {})
+                    if child is None:
+                        break  # a whole subtree is already treated elsewhere
+                    node = node.setdefault(name, child)
+    return tree
 
 
 def _str_set(file: Path, rule_id: str | None, raw: Any, key: str, empty_ok: bool = False) -> frozenset[str] | None:

@@ -139,15 +139,24 @@ def _apply_op(container: Any, key: Any, op: Any, label: str, run: MaskRun) -> bo
     return True
 
 
-def _mask_object(obj: dict[str, Any], plan: Plan, run: MaskRun, masked: set[str]) -> None:
+def _mask_object(obj: dict[str, Any], plan: Plan, run: MaskRun, masked: set[str],
+                 parts: Mapping[str, Any] | None = None) -> None:
     """Mask one record object: a listed field with its rule's operator, any other key with the role's
     default (masked roles). A listed field that passes (`clear`) and holds objects is judged again
-    inside, so the allow-list holds at any depth."""
+    inside, so the allow-list holds at any depth. `parts`: keys another record path treats (a
+    document, an id, a vector inside the record), left to it."""
     fields, unlisted, by_rule = plan.fields, plan.unlisted, run.by_rule
     for key in list(obj):
         fop = fields.get(field_key(key)) if fields else None
         if fop is None:
             if unlisted is None:
+                continue
+            if parts and key in parts:
+                sub = parts[key]
+                if sub is not None and type(obj[key]) is dict:
+                    _mask_object(obj[key], plan, run, masked, sub)
+                elif sub is not None:
+                    _apply_op(obj, key, unlisted.operator, unlisted.label, run)  # not the object declared
                 continue
             fop = unlisted
         elif type(fop.operator) is Clear:
@@ -178,7 +187,7 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
     refs: set[str] = set()
     subjects = plan.subject_keys
     by_rule = run.by_rule
-    for walker in plan.paths.metadata:
+    for walker, parts in zip(plan.paths.metadata, plan.paths.parts, strict=True):
         for record in walker.nodes(doc):
             if type(record) is not dict:
                 continue
@@ -189,7 +198,7 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
                         if v is not None and v != "" and field_key(k) in subjects:
                             refs.add(keyring.subject_ref(v))
             if acts:
-                _mask_object(record, plan, run, masked)
+                _mask_object(record, plan, run, masked, parts)
     docs_clear = False
     if summary is not None:
         doc_masked = any(s.label == "DOCUMENT" for s in plan.other_steps)

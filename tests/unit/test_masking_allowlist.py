@@ -292,3 +292,36 @@ def test_a_masked_role_never_receives_a_phi_value_not_allowed(masking: Masking, 
         if p in shown:
             # Only through an allowed field of a well-shaped 2xx body.
             assert f.response is not None and f.response.status_code == 200 and p.encode() not in cleared, p
+
+
+def test_record_parts_with_their_own_paths_are_left_to_them() -> None:
+    """Qdrant's payload.text is a document (scanned, not redacted whole); Weaviate's _additional.vector
+    a vector (untouched); a key beside them, or the same name under another record object, is not."""
+    from addons.config.profiles import load_profile
+    from addons.phi.masker import MaskRun, mask_records
+    from addons.phi.tokens import KeyRing
+
+    root = Path(__file__).resolve().parents[2] / "rules"
+    rules = compile_masking(Path("m.yaml"), parse_yaml(Path("m.yaml"), RULES.replace(
+        "text: redact", "text: {operator: detect}")))
+    run = MaskRun(KeyRing.parse(f"*k1={TEST_KEY}"), rules.detector)
+
+    def masked(backend: str, route: str, doc: Any) -> Any:
+        r = load_profile(root, backend).current.route(route)
+        assert r is not None
+        mask_records(doc, rules.plan(AGENT, backend, r), run, None, None)
+        return doc
+
+    q = masked("qdrant", "qdrant.query", {"result": {"points": [
+        {"id": 1, "payload": {"text": "Seen on 2024-03-05 for chest pain.", "who": PHI[0]}, "vector": [0.1]}]}})
+    payload = q["result"]["points"][0]["payload"]
+    assert payload["who"] == "[REDACTED:FIELD]" and payload["text"].startswith("Seen on [DATE]")
+    w = masked("weaviate", "weaviate.graphql.search", {"data": {"Get": {"Note": [
+        {"who": PHI[0], "_additional": {"id": "u1", "vector": [0.5, 0.25], "extra": PHI[0]}}]}}})
+    note = w["data"]["Get"]["Note"][0]
+    assert note["_additional"]["vector"] == [0.5, 0.25] and note["who"] == "[REDACTED:FIELD]"
+    assert note["_additional"]["extra"] == "[REDACTED:FIELD]"
+    o = masked("opensearch", "opensearch.search", {"hits": {"hits": [
+        {"_id": "a", "_source": {"text": "plain note"}, "fields": {"text": [PHI[0]]}}]}})
+    hit = o["hits"]["hits"][0]
+    assert hit["_source"]["text"] == "plain note" and hit["fields"]["text"] == "[REDACTED:FIELD]"
