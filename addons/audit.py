@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
+from addons.core import upstream_errors
 from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
@@ -93,7 +94,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
     if c.refusal is not None:
         error = f"{c.refusal.error}: {c.refusal.detail}"
     elif flow.error is not None:
-        error = flow.error.msg
+        # mitmproxy's message can quote the upstream's bytes: only its class is recorded.
+        error = upstream_errors.classify(flow.error.msg, flow.request.timestamp_end is not None).reason
     peer = flow.client_conn.peername
     return {
         "request_id": c.request_id,
@@ -116,7 +118,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "decision": _decision(flow, c),
         "rule_ids": list(dict.fromkeys(rule_ids)),
         "stage": c.refusal.stage.value if c.refusal else (Stage.UPSTREAM.value if flow.error else None),
-        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type)} if m else None,
+        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type),
+                    "headers_dropped": m.headers_dropped} if m else None,
         "fields_disclosed": list(m.fields_disclosed) if m else None,
         "subject_refs": list(m.subject_refs) if m else None,
         "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),

@@ -12,6 +12,8 @@ Format (see rules/profiles/chroma.yaml for a complete example):
     auth:
       token_headers: [authorization, x-chroma-token]   # where callers may put their token
       upstream: {header: x-chroma-token, format: "{credential}"}   # or null: no backend credential
+    response_shape: refuse        # a masked role's response off the declared shape: refuse (502) or mask
+    errors: {fields: {error: '[A-Za-z]{1,64}'}}   # error-body fields a masked role may receive
     routes:
       - id: chroma.get.export
         kind: export                       # health admin schema-write search get export write delete drop
@@ -23,7 +25,8 @@ Format (see rules/profiles/chroma.yaml for a complete example):
         when: {absent: [$.ids, $.where, $.where_document]}
         facts: {limit: $.limit, has_filter: {any_present: [$.where, $.where_document]}}
         request: {ids: $.ids[*], filters: [$.where, $.where_document]}
-        response: {ids: $.ids[*], documents: $.documents[*], metadata: $.metadatas[*]}
+        response: {ids: $.ids[*], documents: $.documents[*], metadata: $.metadatas[*],
+                   other: {include: [documents, metadatas]}}   # other top-level keys: a closed shape
         learn: {items: "$", id: id, name: name}   # responses that name collections (id -> name)
         limit: [$.limit]                   # where the backend takes a record limit: `$.key.path` (keys
                                            # and [*] only) or `?param`; the gateway lowers it to a
@@ -70,8 +73,10 @@ from addons.request.graphql import decode_graphql
 KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BODY_KINDS = ("json", "ndjson", "graphql", "none", "any")
-RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters")
-PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve"})
+RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters", "other")
+PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve", "response_shape", "errors"})
+SHAPE_MISMATCH = ("refuse", "mask")
+OTHER_KINDS = ("numbers", "null")
 ROUTE_KEYS = frozenset({"id", "kind", "method", "methods", "path", "collection", "body", "when", "facts",
                         "request", "response", "learn", "note", "limit"})
 TEST_KEYS = ("present", "any_present", "absent", "equals", "matches", "every")
@@ -335,11 +340,39 @@ def _record_paths(file: Path | str, rule_id: str, spec: Any) -> RecordPaths:
         return RecordPaths()
     require(file, rule_id, spec, isinstance(spec, dict) and set(spec) <= set(RECORD_KEYS),
             f"a mapping with keys among {', '.join(RECORD_KEYS)}")
-    values: dict[str, tuple[str, ...]] = {}
+    values: dict[str, Any] = {}
     for key, paths in spec.items():
+        if key == "other":
+            values[key] = _other_keys(file, rule_id, paths)
+            continue
         items = paths if isinstance(paths, list) else [paths]
         values[key] = tuple(check_jsonpath(file, f"{rule_id} {key}", p) for p in items)
     return RecordPaths(**values)
+
+
+def _other_keys(file: Path | str, rule_id: str, spec: Any) -> dict[str, Any]:
+    expected = f"other: a mapping of top-level key -> {' | '.join(OTHER_KINDS)} | [allowed strings]"
+    require(file, rule_id, spec, isinstance(spec, dict), expected)
+    for key, kind in spec.items():
+        ok = kind in OTHER_KINDS or (isinstance(kind, list) and all(isinstance(v, str) for v in kind))
+        require(file, f"{rule_id} other.{key}", kind, isinstance(key, str) and ok, expected)
+    return dict(spec)
+
+
+def _errors(file: Path | str, spec: Any) -> dict[str, re.Pattern[str]]:
+    if spec is None:
+        return {}
+    expected = "errors: {fields: {FIELD: REGEX the whole value must match}}"
+    require(file, "errors", spec, isinstance(spec, dict) and set(spec) == {"fields"}
+            and isinstance(spec["fields"], dict), expected)
+    out: dict[str, re.Pattern[str]] = {}
+    for name, pattern in spec["fields"].items():
+        require(file, f"errors.{name}", pattern, isinstance(name, str) and isinstance(pattern, str), expected)
+        try:
+            out[name] = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(file, f"errors.{name}", pattern, f"a regular expression ({exc})") from None
+    return out
 
 
 def _collection(file: Path | str, rule_id: str, spec: Any, variables: frozenset[str]
@@ -502,8 +535,11 @@ def compile_profile(file: Path, doc: Any) -> Profile:
     for route in routes:
         require(file, route.id, route.id, route.id not in by_id, "unique route ids")
         by_id[route.id] = route
+    shape = doc.get("response_shape", "refuse")
+    require(file, "response_shape", shape, shape in SHAPE_MISMATCH, f"response_shape: {' or '.join(SHAPE_MISMATCH)}")
     return Profile(name=file.stem, backend=backend, auth=_auth(file, doc.get("auth")),
-                   routes=routes, by_id=by_id, resolve=_lookup(file, doc.get("resolve")))
+                   routes=routes, by_id=by_id, resolve=_lookup(file, doc.get("resolve")),
+                   shape_mismatch=shape, error_fields=_errors(file, doc.get("errors")))
 
 
 def _lookup(file: Path | str, spec: Any) -> CollectionLookup | None:

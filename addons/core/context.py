@@ -159,6 +159,8 @@ class MaskingSummary:
     # Keyed (HMAC) references of the data subjects in the response; never the identifier itself.
     subject_refs: list[str] = field(default_factory=list)
     detokenized: int = 0
+    # Upstream response headers withheld from a masked role (not on the header allow-list).
+    headers_dropped: int = 0
 
 
 @dataclass(slots=True)

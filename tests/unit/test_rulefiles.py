@@ -139,7 +139,8 @@ def test_a_bad_detect_pattern_score_names_file_rule_value_and_expectation(tmp_pa
     from addons.config.masking_rules import compile_masking
 
     p = tmp_path / "masking.yaml"
-    doc = {"version": 1, "detect": {"patterns": [{"type": "BADGE", "pattern": r"B-\d{5}", "score": score}]},
+    doc = {"version": 2, "roles": {"*": {"default": "redact"}},
+           "detect": {"patterns": [{"type": "BADGE", "pattern": r"B-\d{5}", "score": score}]},
            "rules": [{"id": "r1", "roles": ["agent"], "fields": ["mrn"], "operator": "redact"}]}
     with pytest.raises(ConfigError) as err:
         compile_masking(p, doc)
