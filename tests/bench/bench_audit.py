@@ -252,7 +252,7 @@ def build_ledger(directory: Path, n: int, key_file: Path) -> None:
     key = keys.load_private(str(key_file))
     witness = layout.witness_location(f"{directory}/witness/")
     led = Ledger(directory / "audit", "bench", signing_key=key, witness=witness,
-                 settings=Settings(checkpoint_events=1000, seal_events=50_000))
+                 settings=Settings(seal_events=50_000))
     led.open()
     t = time.perf_counter()
     for i in range(n):

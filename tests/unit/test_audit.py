@@ -182,7 +182,7 @@ async def test_write_failure_fails_closed_and_says_why(audit: tuple[Audit, taddo
     assert "No space left" in readiness.not_ready_reasons()["audit"]
     # New requests are refused before they reach the backend.
     nxt = tflow.tflow()
-    a.request(nxt)
+    await a.request(nxt)
     assert nxt.response is not None and nxt.response.status_code == 503
 
 
