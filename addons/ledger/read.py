@@ -175,3 +175,46 @@ def _load_wal(con: duckdb.DuckDBPyConnection, w: layout.Wal, alias: str) -> None
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     finally:
         con.execute("USE memory")
+
+
+def read_error_text(audit_dir: str | Path, exc: BaseException) -> str:
+    """One line for a CLI: which file and seq range cannot be read, and why."""
+    if isinstance(exc, LedgerReadError):
+        return str(exc)
+    found = diagnose(Path(audit_dir))
+    return found or f"reading the ledger at {audit_dir} failed: {type(exc).__name__}: {_first(exc)}"
+
+
+def diagnose(audit_dir: Path) -> str | None:
+    """Read every file of the ledger in full, one at a time; the first that fails, said as file,
+    seq range and error (a query over the combined views only says that something failed)."""
+    for node in layout.list_nodes(audit_dir):
+        for seg in node.sealed:
+            try:
+                con = duckdb.connect(str(seg.path), read_only=True)
+                try:
+                    for table in schema.LEAF_TABLES.values():
+                        if _has_table(con, _db_name(con), table):
+                            con.execute(f"SELECT * FROM {table}").fetchall()
+                finally:
+                    con.close()
+            except duckdb.Error as exc:
+                return _unreadable(seg, exc)
+        for w in node.wals:
+            try:
+                data, _ = wal.complete_bytes(w.path)
+                for _rec in wal.parse(data, str(w.path), check_hashes=False):
+                    pass
+            except (OSError, wal.WalCorrupt) as exc:
+                return f"{exc} (write-ahead file for seq {w.first}..)"
+    return None
+
+
+def _db_name(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else "main"
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
