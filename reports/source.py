@@ -47,7 +47,7 @@ def open_ledger(path: str | Path) -> duckdb.DuckDBPyConnection:
         if read is None or not hasattr(read, "open_ledger"):
             raise LedgerError(f"{p} is a ledger folder but addons.ledger.read.open_ledger is not available")
         try:
-            con = read.open_ledger(p)
+            con = read.open_ledger(p, warn=read.warn_stderr)
         except (RuntimeError, duckdb.Error) as exc:  # read.LedgerReadError names the file and seq range
             raise LedgerError(str(exc)) from exc
     else:

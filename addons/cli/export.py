@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text
+from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
                "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace, start: dt.datetime, end: dt.datetime) -> int:
-    con = open_ledger(args.dir)
+    con = open_ledger(args.dir, warn=warn_stderr)
     try:
         col = TIME_COLUMN[args.table]
         exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"

@@ -23,7 +23,7 @@ import duckdb
 import orjson
 
 from addons.ledger import layout, recording
-from addons.ledger.read import LedgerReadError, open_ledger, read_error_text
+from addons.ledger.read import LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 HOP_BY_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
                         "upgrade", "proxy-connection", "trailer"})
@@ -45,7 +45,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def session_events(audit_dir: Path, session: str) -> list[dict[str, Any]]:
-    con = open_ledger(audit_dir)
+    con = open_ledger(audit_dir, warn=warn_stderr)
     try:
         cur = con.execute(
             "SELECT node_id, seq, strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, request_id, subject, client_id, "

@@ -20,7 +20,9 @@ last line (a write in progress) is skipped; trailing bytes that are no record ar
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -31,6 +33,10 @@ log = logging.getLogger("phigate")
 
 TABLES = ("events", "approvals", "auth_failures", "rule_versions", "checkpoints", "reviews", "incidents",
           "intents")
+
+
+# DuckDB's file starts with three 4 KiB headers, then the data blocks.
+DUCKDB_HEADER_BYTES = 3 * 4096
 
 
 class LedgerReadError(RuntimeError):
@@ -48,15 +54,17 @@ def _wal_tables(con: duckdb.DuckDBPyConnection, alias: str) -> None:
     con.execute("USE memory")
 
 
-def open_ledger(audit_dir: str | Path, attempts: int = 5) -> duckdb.DuckDBPyConnection:
-    """A read-only snapshot of every node's records, as views named after the ledger's tables."""
+def open_ledger(audit_dir: str | Path, attempts: int = 5,
+                warn: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only snapshot of every node's records, as views named after the ledger's tables.
+    `warn` receives what was left out (default: the log); CLIs print it."""
     if not Path(audit_dir).is_dir():
         raise LedgerReadError(f"{audit_dir}: no audit ledger here (expected the phigate_audit_dir folder)")
     last: Exception | None = None
     for _ in range(attempts):
         con = duckdb.connect(":memory:")
         try:
-            _open_into(con, Path(audit_dir))
+            _open_into(con, Path(audit_dir), warn or (lambda text: log.warning("phigate ledger: %s", text)))
             return con
         except _Changed as exc:
             # A writer sealed a segment between our listing and our read: list again.
@@ -69,7 +77,7 @@ def open_ledger(audit_dir: str | Path, attempts: int = 5) -> duckdb.DuckDBPyConn
     raise LedgerReadError(f"could not read the ledger at {audit_dir}: it kept changing under the reader ({last})")
 
 
-def _open_into(con: duckdb.DuckDBPyConnection, audit_dir: Path) -> None:
+def _open_into(con: duckdb.DuckDBPyConnection, audit_dir: Path, warn: Callable[[str], None]) -> None:
     sources: list[str] = []
     n = 0
     for node in layout.list_nodes(audit_dir):
@@ -82,7 +90,7 @@ def _open_into(con: duckdb.DuckDBPyConnection, audit_dir: Path) -> None:
             alias = f"w{n}"
             n += 1
             _wal_tables(con, alias)
-            _load_wal(con, w, alias)
+            _load_wal(con, w, alias, warn)
             sources.append(alias)
     if not sources:
         _wal_tables(con, "empty")
@@ -124,11 +132,15 @@ def _has_table(con: duckdb.DuckDBPyConnection, alias: str, table: str) -> bool:
 def _attach_segment(con: duckdb.DuckDBPyConnection, seg: layout.Segment, alias: str) -> None:
     try:
         con.execute(f"ATTACH '{_q(str(seg.path))}' AS {alias} (READ_ONLY)")
-        # Touch every table: a damaged file often attaches and fails on first read.
-        for table in schema.LEAF_TABLES.values():
-            if _has_table(con, alias, table):
-                con.execute(f"SELECT count(*), max(seq) FROM {alias}.{table}").fetchall()
-    except duckdb.Error as exc:
+        # A cut file can attach (its header is intact) and answer counts from metadata: compare
+        # its size with the blocks its header says it has.
+        row = con.execute("SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = ?",
+                          [alias]).fetchone()
+        size = seg.path.stat().st_size
+        if row is not None and size < DUCKDB_HEADER_BYTES + int(row[0]) * int(row[1]):
+            raise LedgerReadError(_unreadable(seg, ValueError(
+                f"the file has {size} bytes, its header promises {int(row[1])} blocks of {int(row[0])} (cut short)")))
+    except (duckdb.Error, FileNotFoundError) as exc:
         if not seg.path.exists():
             raise _Changed(str(exc)) from exc
         raise LedgerReadError(_unreadable(seg, exc)) from exc
@@ -140,7 +152,7 @@ def _unreadable(seg: layout.Segment, exc: BaseException) -> str:
             f"ledger segment): {type(exc).__name__}: {text[0] if text else ''}")
 
 
-def _load_wal(con: duckdb.DuckDBPyConnection, w: layout.Wal, alias: str) -> None:
+def _load_wal(con: duckdb.DuckDBPyConnection, w: layout.Wal, alias: str, warn: Callable[[str], None]) -> None:
     """Load a write-ahead file's complete lines; a line that is not a record is an error naming it."""
     try:
         data, size = wal.complete_bytes(w.path)
@@ -162,8 +174,8 @@ def _load_wal(con: duckdb.DuckDBPyConnection, w: layout.Wal, alias: str) -> None
             fh.seek(len(data))
             head = fh.read(8)
         if not (wal.RECORD_PREFIX.startswith(head) or head.startswith(wal.RECORD_PREFIX)):
-            log.warning("phigate ledger: %s: its last %d bytes (after seq %d) are not ledger records (damaged, or not "
-                        "a write-ahead file); they are left out", w.path, tail, last_seq)
+            warn(f"{w.path}: its last {tail} bytes (after seq {last_seq}) are not ledger records (damaged, or not "
+                 "a write-ahead file); they are left out")
     if not data:
         return
     con.execute(f"USE {alias}")
@@ -218,3 +230,7 @@ def _db_name(con: duckdb.DuckDBPyConnection) -> str:
 def _first(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
+
+
+def warn_stderr(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)

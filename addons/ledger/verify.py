@@ -56,6 +56,7 @@ class NodeResult:
     last_signed_size: int = 0
     last_signed: keys.Checkpoint | None = None
     unsigned_tail: int = 0
+    ledger_signed: int = 0  # validly signed checkpoints in the ledger itself
     max_signed_size: int = 0  # the largest tree size a validly signed checkpoint claims (root match aside)
     # Intents (request forwarded) with no outcome record: in flight, or the gateway stopped.
     outcome_unknown: list[int] = field(default_factory=list)
@@ -384,6 +385,7 @@ def verify_node(
                 problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} has a bad signature"))
                 continue
             by_size.setdefault(cp.size, []).append((source, cp))
+            res.ledger_signed += source == "ledger"
 
     problems.extend(_sequence_problems(node.node_id, data.seqs))
     problems.extend(Problem(seq, node.node_id, "entry does not hash to its stored leaf hash (the record was "
@@ -443,9 +445,10 @@ def _coverage_problems(
     if gone:
         out.append(Problem(gone[0], node_id, f"{len(gone)} checkpoints the witness holds are gone from the ledger "
                            f"(sizes {gone[0]}..{gone[-1]}): checkpoints were deleted"))
-    if n and not res.max_signed_size:
-        out.append(Problem(1, node_id, f"the node has {n} records but no valid checkpoint signed by a trusted key"))
-    elif n > res.max_signed_size and not allow_unsigned_tail:
+    if n and not res.ledger_signed:
+        out.append(Problem(1, node_id, f"the node has {n} records but no valid checkpoint signed by a trusted key "
+                           "in the ledger"))
+    if res.max_signed_size and n > res.max_signed_size and not allow_unsigned_tail:
         # (A checkpoint whose root no longer matches is its own problem, reported above.)
         lo = res.max_signed_size + 1
         out.append(Problem(lo, node_id, f"{_span(lo, n)} ({n - lo + 1} records) covered by no signed checkpoint: "
