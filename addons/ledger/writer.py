@@ -88,6 +88,24 @@ class _Cut:
 
 
 @dataclass(frozen=True, slots=True)
+class _Trust:
+    own: Any  # this writer's public key (None without a key)
+    published: dict[str, Any]
+    witnessed: set[tuple[int, str, str]]
+
+    def covers(self, cp: keys.Checkpoint, node_id: str, size: int, root_hex: str) -> bool:
+        """A checkpoint of this node, at this size and root, signed by a key trusted for it."""
+        if not (cp.size == size and cp.root == root_hex and cp.node_id == node_id
+                and cp.origin == f"phigate/{node_id}"):
+            return False
+        if self.own is not None and cp.key_id == keys.key_id_of(self.own):
+            return keys.check_signature(self.own, cp)
+        pub = self.published.get(cp.key_id)
+        return (pub is not None and (cp.size, cp.root, cp.signature) in self.witnessed
+                and keys.check_signature(pub, cp))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     seal_events: int = 50_000
     retention_days: int = 2190
@@ -184,20 +202,27 @@ class Ledger:
         if not path.exists():
             path.write_bytes(keys.public_pem(pub))
 
-    def _trusted_keys(self) -> dict[str, Any]:
-        """Keys whose checkpoints count as covering records at open: this writer's own, and the
-        published ones of earlier keys (rotated, or ephemeral keys of earlier runs)."""
-        out: dict[str, Any] = {}
+    def _trusted(self) -> _Trust:
+        """Which checkpoints count as covering records at open: this writer's own key's; and those
+        of keys published in the ledger folder (rotated keys, ephemeral keys of earlier runs) only
+        when the witness holds the same checkpoint. Threat: someone who can write the audit folder
+        publishing a key of their own and signing a forged tail with it."""
+        published: dict[str, Any] = {}
         for path in sorted(layout.keys_dir(self.audit_dir).glob("*.pub")):
             with contextlib.suppress(OSError, ValueError):
                 pub = keys.parse_public(path.read_bytes(), str(path))
-                out[keys.key_id_of(pub)] = pub
-        if self.signing_key is not None:
-            pub = self.signing_key.public_key()
-            out[keys.key_id_of(pub)] = pub
-        return out
+                published[keys.key_id_of(pub)] = pub
+        own = self.signing_key.public_key() if self.signing_key is not None else None
+        witnessed: set[tuple[int, str, str]] = set()
+        if self.witness is not None:
+            with contextlib.suppress(OSError):
+                for line in self.witness.read_bytes().splitlines():
+                    cp = _checkpoint_of(line)
+                    if cp is not None and cp.node_id == self.node_id:
+                        witnessed.add((cp.size, cp.root, cp.signature))
+        return _Trust(own, published, witnessed)
 
-    def _sealed_cover(self, segment: layout.Segment, frontier: merkle.Frontier, trusted: dict[str, Any]) -> bool:
+    def _sealed_cover(self, segment: layout.Segment, frontier: merkle.Frontier, trusted: _Trust) -> bool:
         """Whether a valid checkpoint inside the last sealed segment signs the tree at its end."""
         con = duckdb.connect(str(segment.path), read_only=True)
         try:
@@ -208,15 +233,15 @@ class Ledger:
         finally:
             con.close()
         root = frontier.root().hex()
-        return any(_covers(keys.Checkpoint(str(n), str(o), int(sz), str(rt), str(ts), str(k), str(sig)),
-                           self.node_id, frontier.size, root, trusted) for n, o, sz, rt, ts, k, sig in rows)
+        return any(trusted.covers(keys.Checkpoint(str(n), str(o), int(sz), str(rt), str(ts), str(k), str(sig)),
+                                  self.node_id, frontier.size, root) for n, o, sz, rt, ts, k, sig in rows)
 
     def _scan(self) -> _State:
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
         files = layout.list_node(self.dir)
         frontier = merkle.Frontier()
-        trusted = self._trusted_keys()
+        trusted = self._trusted()
         cut: _Cut | None = _Cut(0, 0, 0)
         if files.sealed:
             _, last, peaks = seal.read_meta(files.sealed[-1].path)
@@ -263,7 +288,7 @@ class Ledger:
             if cut is not None and where.size <= cut.size:
                 break
             cp = _checkpoint_of(entry)
-            if cp is not None and _covers(cp, self.node_id, where.size, root, trusted):
+            if cp is not None and trusted.covers(cp, self.node_id, where.size, root):
                 cut = where
                 break
         if self.signing_key is not None and frontier.size > (cut.size if cut else 0):
@@ -676,10 +701,3 @@ def _checkpoint_of(entry: bytes) -> keys.Checkpoint | None:
                                str(row["ts"]), str(row["key_id"]), str(row["signature"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-
-
-def _covers(cp: keys.Checkpoint, node_id: str, size: int, root_hex: str, trusted: dict[str, Any]) -> bool:
-    """A checkpoint of this node, at this size and root, signed by a trusted key."""
-    pub = trusted.get(cp.key_id)
-    return (cp.size == size and cp.root == root_hex and cp.node_id == node_id and cp.origin == f"phigate/{node_id}"
-            and pub is not None and keys.check_signature(pub, cp))
