@@ -311,7 +311,8 @@ def _forge_tail(tmp_path: Path, led_dir: Path, signer: keys.Ed25519PrivateKey | 
     return seq
 
 
-@pytest.mark.parametrize("signer", [None, keys.parse_private(b"33" * 32, "forger")], ids=["unsigned", "signed-by-a-published-foreign-key"])
+@pytest.mark.parametrize("signer", [None, keys.parse_private(b"33" * 32, "forger")],
+                         ids=["unsigned", "signed-by-a-published-foreign-key"])
 def test_a_tail_no_trusted_checkpoint_covers_is_quarantined_never_signed(
     tmp_path: Path, signer: keys.Ed25519PrivateKey | None
 ) -> None:
