@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
-from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
+from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
@@ -67,7 +67,7 @@ class Sessions:
         self.idle_s = 1800.0
         self._by_key: dict[tuple[str, str], _Session] = {}
 
-    def assign(self, identity: Identity | None, client_addr: str | None, now: float) -> str:
+    def assign(self, identity: Caller | None, client_addr: str | None, now: float) -> str:
         key = (identity.subject, identity.client_id or "") if identity else ("anonymous", client_addr or "")
         s = self._by_key.get(key)
         if s is None or now - s.last_seen > self.idle_s:
@@ -133,6 +133,7 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "latency_ms": round((time.monotonic() - c.started_mono) * 1000.0, 3),
         "error": error,
         "intent_seq": c.intent_seq,
+        "rules_version": c.rules.version if c.rules is not None else None,
     }
 
 
@@ -160,6 +161,7 @@ def build_intent(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[s
         "hold_id": c.hold.hold_id if c.hold else None,
         "break_glass": c.break_glass is not None,
         "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),
+        "rules_version": c.rules.version if c.rules is not None else None,
     }
 
 
@@ -196,8 +198,7 @@ class AuditGate:
 
     @fail_closed(Stage.AUDIT, 503)
     def request(self, flow: http.HTTPFlow) -> None:
-        if not is_settled(flow):
-            self.audit.refuse_if_broken(flow)
+        self.audit.refuse_if_broken(flow)
 
 
 class Audit:
@@ -392,7 +393,7 @@ class Audit:
     @fail_closed(Stage.AUDIT, 503)
     async def request(self, flow: http.HTTPFlow) -> None:
         # Last request hook: what is not refused by now is forwarded, so its intent goes first.
-        if is_settled(flow) or self.refuse_if_broken(flow):
+        if self.refuse_if_broken(flow):
             return
         c = context(flow)
         ledger = await self._ready_ledger()

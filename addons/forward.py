@@ -16,7 +16,9 @@ from mitmproxy import ctx, exceptions, http
 
 from addons.config.credentials import read_credential
 from addons.config.profile_model import BackendAuth
-from addons.core.context import Action, Stage, context, is_settled
+from addons.config.profiles import load_profile
+from addons.config.snapshot import pinned
+from addons.core.context import Action, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
@@ -87,8 +89,6 @@ class Forward:
 
     @fail_closed(Stage.CREDENTIALS, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         c = context(flow)
         decision = c.decision
         if decision is None:
@@ -104,15 +104,12 @@ class Forward:
             refuse(flow, Stage.POLICY, 403, "forbidden", decision.reason or "denied by policy",
                    extra={"rule_id": decision.rule_id})
             return
-        self.swap_credentials(flow, self._auth())
+        self.swap_credentials(flow, self._auth(flow))
 
-    def _auth(self) -> BackendAuth:
-        # Imported here: profiles.py compiles the profile the classify addon already loaded.
-        from addons.config.profiles import load_profile
-
+    def _auth(self, flow: http.HTTPFlow) -> BackendAuth:
         # Still looked up per request (a dict lookup): the profile is hot-reloaded, and an unset
         # option raises here, which the fail_closed guard turns into a refusal.
-        auth: BackendAuth = load_profile(*self._profile_key).current.auth
+        auth: BackendAuth = pinned(flow, load_profile(*self._profile_key)).auth
         return auth
 
     def swap_credentials(self, flow: http.HTTPFlow, auth: BackendAuth) -> None:

@@ -16,7 +16,9 @@ from pathlib import Path
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
-from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.config.snapshot import rules_for
+from addons.core.context import Operation, OpKind, Stage, context
+from addons.core.guard import fail_closed
 from addons.core.readiness import not_ready_reasons
 from addons.core.respond import json_response, refuse
 
@@ -107,9 +109,12 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the loop must survive; last good rules stay
                 log.error("phigate: rule reload failed (%s)", type(exc).__name__)
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # The first hook a flow meets: pin the rules version it will be handled under, start to end.
+        rules_for(flow)
+
+    @fail_closed(Stage.GATEWAY, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         # 164.312(e)(1): a bearer token or PHI sent in clear text is already exposed; refuse it
         # rather than serve it, unless plain HTTP was asked for explicitly (loopback tests, demo).
         if not flow.client_conn.tls_established and not self._allow_plain_http:

@@ -42,34 +42,21 @@ from addons.auth.verifier import (
     claimed_subject,
     extract_token,
     printable,
+    share,
     token_fingerprint,
 )
 from addons.config import rulefiles
+from addons.config.policy_rules import PolicySet, load_policy
 from addons.config.profile_model import Profile
 from addons.config.profiles import load_profile
-from addons.config.roles import RoleMapping
-from addons.core.context import AuthFailure, Stage, context, is_settled
+from addons.config.snapshot import pinned
+from addons.core.context import AuthFailure, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
 from addons.core.startup import runtime_error
 
 log = logging.getLogger("phigate")
-
-def load_role_mapping(rules_dir: Path) -> Callable[[], RoleMapping]:
-    """A getter for the current role mapping: the `.roles` of the compiled rules_dir/policy.yaml.
-
-    policy.yaml is compiled (and watched, and versioned) once, by the policy addon's compiler,
-    which calls `compile_role_mapping` for its `roles:` section; rulefiles keeps one compiler per
-    path, so this addon reads that compiled object rather than watching the file itself.
-    Raises ConfigError when the policy cannot be loaded.
-    """
-    # Imported here: addons/policy.py imports this module (RoleMapping, compile_role_mapping).
-    from addons.config.policy_rules import load_policy
-
-    wf = load_policy(rules_dir)
-    return lambda: wf.current.roles
-
 
 # ---------------------------------------------------------------- the addon
 
@@ -88,7 +75,8 @@ class Identity:
         self._fetch = fetch
         self._clock = clock
         self.verifier: Verifier | None = None
-        self._roles: Callable[[], RoleMapping] | None = None
+        # policy.yaml's compiled rules, whose `roles:` section maps IdP claims to phigate roles.
+        self._policy: rulefiles.WatchedFile[PolicySet] | None = None
         # The backend profile names the headers a caller's token may arrive in (auth.token_headers).
         self._profile: rulefiles.WatchedFile[Profile] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -115,7 +103,7 @@ class Identity:
                 f"phigate_jwks_refetch_s: got {opts.phigate_jwks_refetch_s}, expected at least 1 second")
         if "phigate_rules" in updated and opts.phigate_rules:
             try:
-                self._roles = load_role_mapping(Path(opts.phigate_rules))
+                self._policy = load_policy(Path(opts.phigate_rules))
             except rulefiles.ConfigError as exc:
                 raise exceptions.OptionsError(f"Cannot load the role mapping: {exc.diagnostics()}") from None
         if {"phigate_rules", "phigate_profile"} & updated and opts.phigate_rules and opts.phigate_profile:
@@ -137,6 +125,7 @@ class Identity:
         keyset = KeySet(issuer, fetch=self._fetch, refetch_interval=float(ctx.options.phigate_jwks_refetch_s))
         self.verifier = Verifier(issuer, audiences, keyset, leeway=float(ctx.options.phigate_clock_skew_s),
                                  clock=self._clock)
+        share(self.verifier)
         if self._refresher is not None:  # options changed while running: refresh the new key set
             self._start_refresher()
 
@@ -172,17 +161,15 @@ class Identity:
 
     @fail_closed(Stage.IDENTITY, 500)
     async def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
-        verifier, roles, profile = self.verifier, self._roles, self._profile
-        if verifier is None or roles is None or profile is None:
+        verifier, policy, profile = self.verifier, self._policy, self._profile
+        if verifier is None or policy is None or profile is None:
             # Started without issuer/audience/rules/profile (running() is shutting down): never a pass.
             refuse(flow, Stage.IDENTITY, 503, "identity_unavailable", "the gateway has no token issuer configured")
             return
         c = context(flow)
         token: str | None = None
         try:
-            token = extract_token(flow.request.headers, profile.current.auth.token_headers)
+            token = extract_token(flow.request.headers, pinned(flow, profile).auth.token_headers)
             key, verdict = await verifier.verify(token)
         except AuthError as err:
             self._refuse_auth(flow, err, token)
@@ -198,7 +185,7 @@ class Identity:
             refuse(flow, Stage.IDENTITY, 400, "invalid_request",
                    f"{PURPOSE_HEADER} must be a short code such as 'treatment' ([A-Za-z0-9_.:-], max 64)")
             return
-        ident = verifier.identity(key, verdict, roles())
+        ident = verifier.identity(key, verdict, pinned(flow, policy).roles)
         c.identity = ident
         c.purpose = purpose.strip() if purpose is not None else ident.purpose
         log.debug("phigate: request %s: %s (token %s) roles %s", c.request_id, ident.subject,

@@ -39,10 +39,10 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.classify import request_parts
 from addons.config.policy_rules import DEFAULT_DENY_REASON, PolicySet, load_policy
 from addons.config.rulefiles import ConfigError
-from addons.core.context import Action, Stage, context, is_settled
+from addons.config.snapshot import pinned
+from addons.core.context import Action, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import loaded_check, register_readiness
 from addons.core.respond import refuse
@@ -68,16 +68,15 @@ class Policy:
         except ConfigError as exc:
             raise exceptions.OptionsError(f"Cannot load the policy: {exc.diagnostics()}") from None
 
-    def _current(self) -> PolicySet:
+    def _current(self, flow: http.HTTPFlow | None = None) -> PolicySet:
         # A dict lookup per call (policy.yaml is hot-reloaded); an unset folder raises.
-        return load_policy(self._rules_dir).current
+        wf = load_policy(self._rules_dir)
+        return wf.current if flow is None else pinned(flow, wf)
 
     @fail_closed(Stage.POLICY, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         c = context(flow)
-        decision = self._current().decide(c.identity, c.operation, request_parts(flow))
+        decision = self._current(flow).decide(c.identity, c.operation, c.request_parts)
         c.decision = decision
         if decision.action == Action.DENY:
             refuse(flow, Stage.POLICY, 403, "forbidden", decision.reason or DEFAULT_DENY_REASON,

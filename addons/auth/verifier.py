@@ -23,7 +23,7 @@ from addons.auth.jwks import (
     UnknownKey,
 )
 from addons.config.roles import RoleMapping
-from addons.core.context import Identity as Caller
+from addons.core.context import Caller
 
 # Claims a token must carry, checked explicitly (PyJWT only validates the ones that are present).
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
@@ -316,3 +316,17 @@ def claimed_subject(token: str) -> str | None:
         return None
     sub = payload.get("sub") if isinstance(payload, dict) else None
     return printable(sub, 200) if isinstance(sub, str) and sub else None
+
+
+# The one verifier of this process, set by the Identity addon when it is configured: the admin API
+# checks approvers' tokens with the same keys, issuer, audience and leeway as the traffic path.
+_shared: Verifier | None = None
+
+
+def share(verifier: Verifier | None) -> None:
+    global _shared
+    _shared = verifier
+
+
+def shared() -> Verifier | None:
+    return _shared

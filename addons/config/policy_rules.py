@@ -15,7 +15,7 @@ from addons.config.profile_model import RequestParts
 from addons.config.profiles import compile_jsonpath, present
 from addons.config.roles import RoleMapping, compile_role_mapping
 from addons.config.rulefiles import WatchedFile, is_registered, require, watched
-from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind
+from addons.core.context import Action, Caller, Decision, HoldSpec, Operation, OpKind
 
 log = logging.getLogger("phigate")
 
@@ -88,7 +88,7 @@ class PolicySet:
     roles: RoleMapping
     rules: tuple[Rule, ...]
 
-    def decide(self, identity: Identity | None, op: Operation | None, parts: RequestParts | None) -> Decision:
+    def decide(self, identity: Caller | None, op: Operation | None, parts: RequestParts | None) -> Decision:
         if identity is None:
             return Decision(Action.DENY, None, "no verified identity for this request")
         if op is None:

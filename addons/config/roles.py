@@ -42,7 +42,7 @@ _ROLE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 def compile_role_mapping(path: Path | str, section: Any) -> RoleMapping:
-    """Compile the `roles:` section of rules/policy.yaml (engineer B's policy compiler calls this).
+    """Compile the `roles:` section of rules/policy.yaml (the policy compiler calls this).
 
         roles:
           claim: groups            # the token claim holding the caller's groups: groups, roles,

@@ -76,8 +76,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # The rules snapshot (profile, policy, masking) an event was decided and masked under.
+    Migration("0002_event_rules_version", "ALTER TABLE events ADD COLUMN rules_version VARCHAR;"),
     Migration(
-        "0002_intents",
+        "0003_intents",
         """
         -- Write-ahead intent: durable before a request is forwarded (who, what, decision, a PHI-free
         -- summary). The outcome is the flow's event, which names its intent in intent_seq; an intent
@@ -87,7 +89,7 @@ MIGRATIONS: tuple[Migration, ...] = (
           subject VARCHAR, client_id VARCHAR, roles VARCHAR[], client_addr VARCHAR, user_agent VARCHAR,
           backend VARCHAR, operation VARCHAR, collection VARCHAR, method VARCHAR, path VARCHAR,
           request_summary JSON, decision VARCHAR, rule_ids VARCHAR[], hold_id VARCHAR, break_glass BOOLEAN,
-          purpose VARCHAR, entry VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
+          purpose VARCHAR, rules_version VARCHAR, entry VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
         );
         ALTER TABLE events ADD COLUMN intent_seq BIGINT;
         """,

@@ -19,7 +19,7 @@ import pytest
 from mitmproxy.test import taddons, tflow
 
 from addons.approvals import Approvals
-from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, context
+from addons.core.context import Action, Caller, Decision, HoldSpec, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.holds.admin import AuthFailed
 from addons.holds.httpserver import Request
@@ -70,7 +70,7 @@ def held_flow(*, required: int = 1, timeout: float = 300.0, subject: str = "agen
     f.request.headers["content-type"] = "application/json"
     f.request.content = body
     c = context(f)
-    c.identity = Identity(subject, ISS, frozenset(roles), "jti-1", time.time() + 300, name=subject.upper())
+    c.identity = Caller(subject, ISS, frozenset(roles), "jti-1", time.time() + 300, name=subject.upper())
     c.operation = Operation("chroma", OpKind.EXPORT, "chroma.get", "POST", PATH, collection="notes")
     c.decision = Decision(action, "hold-export", "bulk export of notes",
                           hold=HoldSpec(frozenset({"approver"}), required, timeout)

@@ -20,9 +20,9 @@ from addons.core import readiness
 from addons.core.context import (
     Action,
     AuthFailure,
+    Caller,
     Decision,
     HoldInfo,
-    Identity,
     MaskingSummary,
     Operation,
     OpKind,
@@ -52,8 +52,8 @@ def audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aud
         a.done()
 
 
-def identity() -> Identity:
-    return Identity(subject="alice", issuer="https://idp", roles=frozenset({"clinician", "analyst"}),
+def identity() -> Caller:
+    return Caller(subject="alice", issuer="https://idp", roles=frozenset({"clinician", "analyst"}),
                     token_id="jti-1", expires_at=0, client_id="agent-7", name="Alice", email="a@example.org",
                     purpose="treatment")
 

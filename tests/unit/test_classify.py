@@ -13,7 +13,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
-from addons.classify import Classify, CollectionNames, request_parts
+from addons.classify import Classify, CollectionNames
 from addons.core import readiness
 from addons.core.context import OpKind, Stage, context
 from addons.gateway import Gateway
@@ -72,7 +72,7 @@ async def test_query_is_search_with_facts(addon: Classify) -> None:
     assert op.backend == "chroma" and op.collection_id == UUID
     assert op.collection is None  # not learned yet: no name, so no collection glob can match
     assert op.facts["has_filter"] is True and op.facts["n_results"] == 2
-    parts = request_parts(f)
+    parts = context(f).request_parts
     assert parts is not None and parts.body["where"] == {"ward": "cardio"}
 
 
