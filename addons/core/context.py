@@ -8,7 +8,7 @@ chain fills in its own part and reads what earlier addons decided:
     policy    -> ctx.decision
     approvals -> ctx.hold (and may turn a hold decision into allow)
     masking   -> ctx.masking
-    audit     -> reads everything, writes ctx.audit_seq
+    audit     -> reads everything, writes ctx.intent_seq (before forwarding) and ctx.audit_seq
 
 Any addon that refuses a flow calls `refuse()`, which sets both the client's JSON error response and
 `ctx.refusal`, so the audit addon records why without parsing response bodies.
@@ -201,6 +201,8 @@ class FlowContext:
     purpose: str | None = None
     break_glass: str | None = None  # the caller's justification when break-glass was used
     session_id: str | None = None
+    # The write-ahead intent record, durable before the request was forwarded.
+    intent_seq: int | None = None
     audit_seq: int | None = None
     # The gateway answered itself (health, refusal): no upstream response to mask.
     answered_by_gateway: bool = False
