@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from addons.core import progress
-from addons.ledger.read import TABLES, open_ledger
+from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
                "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
@@ -66,39 +66,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "parquet" and args.out == "-":
         print("error: parquet is binary: pass --out FILE.parquet", file=sys.stderr)
         return 2
-    done = ""
-    with progress.line("export", quiet=args.quiet):
-        progress.phase("opening the ledger's segments")
-        con = open_ledger(args.dir)
-        try:
-            col = TIME_COLUMN[args.table]
-            exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"
-            order = ORDER.get(args.table, "node_id, seq")
-            # Literals from datetime objects (views take no parameters): never text from the command line.
-            query = (f"SELECT *{exclude} FROM {args.table} WHERE {col} >= TIMESTAMP '{start.isoformat()}' "  # noqa: S608
-                     f"AND {col} < TIMESTAMP '{end.isoformat()}' ORDER BY {order}")
-            con.execute(f"CREATE TEMP VIEW export AS {query}")
-            progress.phase(f"exporting {args.table} as {args.format}")
-            fmt = {"json": "FORMAT json", "csv": "FORMAT csv, HEADER", "parquet": "FORMAT parquet"}[args.format]
-            if args.out != "-":
-                con.execute(f"COPY export TO '{args.out.replace(chr(39), chr(39) * 2)}' ({fmt})")
-                n = con.execute("SELECT count(*) FROM export").fetchone()
-                done = f"exported {n[0] if n else 0} {args.table} records to {args.out}"
-            else:
-                _to_stdout(con, args.format, fmt)
-        finally:
-            con.close()
+    try:
+        with progress.line("export", quiet=args.quiet):
+            done = _export(args, start, end)
+    except (LedgerReadError, duckdb.Error) as exc:
+        print(f"error: {read_error_text(args.dir, exc)}", file=sys.stderr)
+        return 1
     if done:  # after the progress line is gone
         print(done, file=sys.stderr)
     return 0
 
 
-def _to_stdout(con: duckdb.DuckDBPyConnection, kind: str, fmt: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / f"export.{kind}"
-        con.execute(f"COPY export TO '{str(out).replace(chr(39), chr(39) * 2)}' ({fmt})")
-        sys.stdout.write(out.read_text())
-        sys.stdout.flush()
+def _export(args: argparse.Namespace, start: dt.datetime, end: dt.datetime) -> str:
+    """Write the export; what to tell the user once done ("" when it went to standard output)."""
+    progress.phase("opening the ledger's segments")
+    con = open_ledger(args.dir, warn=warn_stderr)
+    try:
+        col = TIME_COLUMN[args.table]
+        exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"
+        order = ORDER.get(args.table, "node_id, seq")
+        # Literals from datetime objects (views take no parameters): never text from the command line.
+        query = (f"SELECT *{exclude} FROM {args.table} WHERE {col} >= TIMESTAMP '{start.isoformat()}' "  # noqa: S608
+                 f"AND {col} < TIMESTAMP '{end.isoformat()}' ORDER BY {order}")
+        con.execute(f"CREATE TEMP VIEW export AS {query}")
+        progress.phase(f"exporting {args.table} as {args.format}")
+        fmt = {"json": "FORMAT json", "csv": "FORMAT csv, HEADER", "parquet": "FORMAT parquet"}[args.format]
+        if args.out != "-":
+            con.execute(f"COPY export TO '{args.out.replace(chr(39), chr(39) * 2)}' ({fmt})")
+            n = con.execute("SELECT count(*) FROM export").fetchone()
+            return f"exported {n[0] if n else 0} {args.table} records to {args.out}"
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / f"export.{args.format}"
+            con.execute(f"COPY export TO '{str(out).replace(chr(39), chr(39) * 2)}' ({fmt})")
+            sys.stdout.write(out.read_text())
+            sys.stdout.flush()
+        return ""
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ async def test_a_finished_flow_counts_its_outcome_latencies_and_masked_types(aud
               value("phigate_audit_batch_records_count"), value("phigate_audit_fsync_seconds_count"))
     f = search_flow()
     answer, f.response = f.response, None
-    audit.request(f)  # the end of the request chain: the request leaves for the backend
+    await audit.request(f)  # the end of the request chain: the request leaves for the backend
     assert answer is not None
     f.response = answer
     f.response.timestamp_end = time.time()
