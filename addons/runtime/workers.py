@@ -155,7 +155,7 @@ class Supervisor:
 
     def __init__(self, worker_argvs: Sequence[tuple[str, int, list[str]]], listen_host: str, listen_port: int,
                  *, tls: bool, state_dir: Path, env: dict[str, str] | None = None,
-                 haproxy: str | None = None, out: object = None) -> None:
+                 haproxy: str | None = None, out: object = None, log_format: str = "text") -> None:
         self.workers = [Worker(i + 1, node, port, argv) for i, (node, port, argv) in enumerate(worker_argvs)]
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -165,11 +165,17 @@ class Supervisor:
         self.haproxy_bin = haproxy or shutil.which("haproxy") or "/usr/sbin/haproxy"
         self.haproxy: subprocess.Popen[bytes] | None = None
         self._stopping = False
+        self.log_format = log_format
 
     # -- processes
 
     def say(self, message: str) -> None:
-        print(f"[phigate] workers: {message}", file=sys.stderr, flush=True)
+        if self.log_format == "json":  # the workers' lines are JSON too: keep one format on the stream
+            from addons.core.logs import json_line
+
+            print(json_line("phigate.workers", message), file=sys.stderr, flush=True)
+        else:
+            print(f"[phigate] workers: {message}", file=sys.stderr, flush=True)
 
     def start_worker(self, w: Worker) -> None:
         # Each worker's output goes to the supervisor's stderr, prefixed by nothing: the engine's own
@@ -334,7 +340,7 @@ def supervise(args: argparse.Namespace, opts: dict[str, str]) -> int:
         specs.append((node, port, engine_argv(args, worker_options(opts, node), host="127.0.0.1", port=port)))
     state = Path(tempfile.mkdtemp(prefix="phigate-workers-"))
     sup = Supervisor(specs, args.host, args.port, tls=not args.plain_http, state_dir=state,
-                     env=metrics_env(engine_env(), state))
+                     env=metrics_env(engine_env(), state), log_format=getattr(args, "log_format", "text"))
     try:
         return sup.run()
     finally:

@@ -191,3 +191,14 @@ def test_supervise_needs_haproxy(monkeypatch: pytest.MonkeyPatch, capsys: pytest
                          "--workers", "2", "--no-backend-credential"])
     assert workers.supervise(args, {}) == 2
     assert "apt-get install haproxy" in capsys.readouterr().err
+
+
+def test_supervisor_lines_follow_the_log_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    for fmt in ("json", "text"):
+        Supervisor([], "127.0.0.1", 1, tls=False, state_dir=tmp_path, log_format=fmt).say("started w1")
+    json_line, text_line = capsys.readouterr().err.splitlines()
+    doc = json.loads(json_line)
+    assert (doc["logger"], doc["msg"]) == ("phigate.workers", "started w1") and doc["ts"].endswith("Z")
+    assert text_line == "[phigate] workers: started w1"
