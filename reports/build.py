@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from addons.config.rulefiles import ConfigError, parse_yaml
+from reports import disclosures, software_version
 from reports import matrix as matrix_mod
-from reports import software_version
 from reports.figures import figures
 from reports.matrix import Matrix
 from reports.model import Packet, Section
@@ -50,6 +50,8 @@ def _period_views(col: Collector, period: Period) -> None:
     )
     col.con.execute(f"CREATE OR REPLACE TEMP VIEW af AS SELECT * FROM auth_failures WHERE ts >= {start} AND ts < {end}")
     col.con.execute(f"CREATE OR REPLACE TEMP VIEW inc AS SELECT * FROM incidents WHERE ts >= {start} AND ts < {end}")
+    # The one definition of a disclosure, shared with `report disclosures` (reports.disclosures).
+    disclosures.create_view(col.con, "ev", "disclosed")
 
 
 def build(opts: BuildOptions) -> Packet:

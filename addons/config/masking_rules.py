@@ -109,7 +109,6 @@ class Plan:
     steps: tuple[Step, ...]
     rule_ids: tuple[str, ...]
     paths: RoutePaths
-    subject_walkers: tuple[Walker, ...]
     # The same, as executed: field rules keyed by field, applied in one walk over the records (a
     # walk per field would visit every record twenty times); then the other steps.
     fields: Mapping[str, FieldOp] = field(default_factory=dict)
@@ -183,10 +182,8 @@ class MaskingRules:
                 steps.extend(Step(w, rule.operator, rule.id, "ID", None) for w in paths.ids)
         for rule in rules:
             steps.extend(Step(w, rule.operator, rule.id, "VALUE", None) for w in rule.paths)
-        subject_walkers = tuple(w.child(f) for f in self.subjects for w in paths.metadata)
         other = tuple(s for s in steps if s.field is None)
-        return Plan(tuple(steps), tuple(r.id for r in rules), paths, subject_walkers, fields, other,
-                    self.subjects)
+        return Plan(tuple(steps), tuple(r.id for r in rules), paths, fields, other, self.subjects)
 
 
 def compile_route_paths(route: Route) -> RoutePaths:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,10 +155,9 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
             if summary is not None:
                 present.update(record)
                 if keyring is not None:
-                    for f in plan.subjects:
-                        v = record.get(f)
-                        if v is not None and v != "":
-                            refs.add(keyring.subject_ref(v))
+                    ref = patient_ref(record, plan.subjects, keyring)
+                    if ref is not None:
+                        refs.add(ref)
             if not fields:
                 continue
             for key in [k for k in record if k in fields]:
@@ -203,9 +202,22 @@ def disclosure(doc: Any, plan: Plan, masked: set[str], keyring: KeyRing | None,
         disclosed.append("#document")
     summary.fields_disclosed = disclosed
     if keyring is not None:
-        refs = {keyring.subject_ref(v) for w in plan.subject_walkers for v in w.nodes(doc)
-                if v is not None and v != ""}
-        summary.subject_refs = sorted(refs)
+        refs = {patient_ref(meta, plan.subjects, keyring) for w in plan.paths.metadata for meta in w.nodes(doc)
+                if type(meta) is dict}
+        summary.subject_refs = sorted(r for r in refs if r is not None)
+
+
+def patient_ref(record: dict[str, Any], subjects: Sequence[str], keyring: KeyRing) -> str | None:
+    """One keyed reference per record: its first `subjects:` field that holds a value.
+
+    One patient must count once in the accounting of disclosures: a reference per identifier field
+    (MRN and name) would count every patient twice. The first listed field is the patient's primary
+    identifier, the one `report disclosures --subject` is given; later ones stand in when it is absent."""
+    for f in subjects:
+        v = record.get(f)
+        if v is not None and v != "":
+            return keyring.subject_ref(v)
+    return None
 
 
 def mask_error_body(doc: Any, rules: Iterable[Rule], run: MaskRun) -> None:

@@ -11,8 +11,9 @@ from reports.model import Control, Section
 CONTROLS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("164.312(a)(1)", "Access control: access only for persons or software granted rights",
      ("activity", "policy"),
-     "Default-deny policy by role, collection and operation: {allow:,} requests allowed, {deny:,} denied, "
-     "{hold:,} held for approval; {policy_versions:,} rule-file version(s) in force."),
+     "Default-deny policy by role, collection and operation: {allow:,} request(s) allowed by policy, {deny:,} "
+     "denied, {held:,} held for a human decision ({hold:,} of them released: approved, granted or break-glass); "
+     "{policy_versions:,} rule-file version(s) in force."),
     ("164.312(a)(2)(i)", "Unique user identification (Required)",
      ("activity",),
      "Every event carries the caller's OIDC subject: {users:,} distinct user(s) across {clients:,} client(s); "
@@ -62,7 +63,8 @@ CONTROLS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "masked in {masked_responses:,} response(s)."),
     ("164.528", "Accounting of disclosures",
      ("disclosures",),
-     "{disclosing_responses:,} response(s) disclosed PHI of {disclosed_subjects:,} data subject(s), "
+     "{disclosing_responses:,} response(s) disclosed identified PHI of {disclosed_subjects:,} patient(s) to "
+     "{disclosure_recipients:,} user(s), whatever released them (policy, approved hold, grant, break-glass), "
      "recorded by keyed reference; per-patient listing with ./run.sh report disclosures."),
 )
 

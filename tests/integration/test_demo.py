@@ -36,4 +36,10 @@ def test_demo_plays_every_step_and_writes_a_verified_packet(tmp_path: Path) -> N
     for name in ("packet.html", "packet.pdf", "manifest.json", "statement.json.sig"):
         assert (packet / name).is_file(), name
     assert json.loads((packet / "manifest.json").read_text())
+    # The approved export is in the exported patient's accounting of disclosures.
+    accounting = text[text.index("accounting of disclosures (164.528) for Jane Doe"):]
+    assert "released by: approved hold (approved by approver-1)" in accounting
+    assert ("export on patients_notes: returned unmasked: dob (DOB), mrn (MRN), patient_name (PATIENT_NAME)"
+            in accounting)
+    assert "recipient:   clin-1" in accounting
     assert "stopped everything it started" in text
