@@ -152,7 +152,8 @@ def reviews(col: Collector, period: Period) -> Section:
     s = Section("sign-off", 0, "Reviewer sign-off")
     s.intro = (
         "Information system activity review (164.308(a)(1)(ii)(D)) is documented by recording the review of "
-        "this packet in the ledger: ./run.sh report sign --packet manifest.json --reviewer NAME. "
+        "this packet in the ledger with the reviewer's own access token (PHIGATE_TOKEN): ./run.sh report sign "
+        "--packet manifest.json --public-key KEY. The ledger records the token's verified subject. "
         "Reviews already recorded for periods overlapping this one are listed below."
     )
     s.tables.append(col.table(
