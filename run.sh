@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # phigate: one entry point for running, testing and operating the gateway.
-#   ./run.sh demo | test | gateway | certs | keys | verify | replay | export | report | approvals | setup
+#   ./run.sh demo | test | gateway | certs | keys | verify | replay | export | report | approvals | rules | setup
 # Everything it needs (venvs, the Chroma server, the OpenID provider, Debian packages) it installs
 # itself under .phigate/ (git-ignored), so a fresh machine needs only this repository.
 set -euo pipefail
@@ -167,7 +167,7 @@ case "$cmd" in
     cd "$ROOT"
     exec "$VENV/bin/python" -m tests.support.demo "$@"
     ;;
-  verify | replay | export | approvals)
+  verify | replay | export | approvals | rules)
     ensure_venv
     cd "$ROOT"
     exec "$VENV/bin/python" -m "addons.cli.$cmd" "$@"

@@ -58,6 +58,8 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
 # Clock skew tolerated on exp/nbf/iat: the IdP and this host keep time independently (NTP drift,
 # VM pauses). Small, because every second of leeway is a second an expired token still works.
 DEFAULT_LEEWAY_S = 30
+# Longest accepted token lifetime: one hour, the common IdP default for access tokens.
+DEFAULT_MAX_LIFETIME_S = 3600
 MAX_LEEWAY_S = 300
 
 # A JWS in compact form: three base64url parts. Anything else (JWE, opaque tokens, junk with
@@ -303,11 +305,12 @@ class Verifier:
 
     def __init__(self, issuer: str, audiences: tuple[str, ...], keys: KeySet, *,
                  leeway: float = DEFAULT_LEEWAY_S, clock: Callable[[], float] = time.time,
-                 cache: TokenCache | None = None) -> None:
+                 cache: TokenCache | None = None, max_lifetime: float = DEFAULT_MAX_LIFETIME_S) -> None:
         self.issuer = issuer
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
+        self.max_lifetime = max_lifetime
         self.clock = clock
         self.cache = cache or TokenCache()
         keys.on_removed(self.cache.forget_kids)
@@ -384,6 +387,10 @@ class Verifier:
             raise AuthError("missing_claim", "the token lacks exp or iat")
         if now >= exp + self.leeway:
             raise AuthError("expired", "the token has expired")
+        if exp - iat > self.max_lifetime:
+            # A token living for days would keep a session open long after its user left the screen.
+            raise AuthError("lifetime_too_long", f"the token lives {int(exp - iat)} s; this gateway accepts at "
+                                                 f"most {int(self.max_lifetime)} s")
         if nbf is not None and now + self.leeway < nbf:
             raise AuthError("not_yet_valid", "the token is not valid yet (nbf)")
         if now + self.leeway < iat:
@@ -460,12 +467,18 @@ class Identity:
             f"Seconds of clock skew tolerated on exp/nbf/iat (0-{MAX_LEEWAY_S}).")
         add("phigate_jwks_refetch_s", int, 30,
             "Least seconds between two key-set refetches caused by an unknown key id.")
+        add("phigate_max_token_lifetime_s", int, DEFAULT_MAX_LIFETIME_S,
+            "Longest token lifetime accepted (exp - iat, seconds): a longer-lived token is refused, so no "
+            "session outlives it (automatic logoff, 164.312(a)(2)(iii)).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if not 0 <= opts.phigate_clock_skew_s <= MAX_LEEWAY_S:
             raise exceptions.OptionsError(
                 f"phigate_clock_skew_s: got {opts.phigate_clock_skew_s}, expected 0-{MAX_LEEWAY_S} seconds")
+        if opts.phigate_max_token_lifetime_s < 60:
+            raise exceptions.OptionsError(
+                f"phigate_max_token_lifetime_s: got {opts.phigate_max_token_lifetime_s}, expected at least 60 seconds")
         if opts.phigate_jwks_refetch_s < 1:
             raise exceptions.OptionsError(
                 f"phigate_jwks_refetch_s: got {opts.phigate_jwks_refetch_s}, expected at least 1 second")
@@ -479,7 +492,8 @@ class Identity:
                 self._profile = load_profile(opts.phigate_rules, opts.phigate_profile)
             except rulefiles.ConfigError as exc:
                 raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
-        keys = {"phigate_issuer", "phigate_audience", "phigate_clock_skew_s", "phigate_jwks_refetch_s"}
+        keys = {"phigate_issuer", "phigate_audience", "phigate_clock_skew_s", "phigate_jwks_refetch_s",
+                "phigate_max_token_lifetime_s"}
         if updated & keys and opts.phigate_issuer and opts.phigate_audience:
             self._build_verifier(opts.phigate_issuer, opts.phigate_audience)
 
@@ -492,7 +506,7 @@ class Identity:
             raise exceptions.OptionsError("phigate_audience: expected at least one audience")
         keyset = KeySet(issuer, fetch=self._fetch, refetch_interval=float(ctx.options.phigate_jwks_refetch_s))
         self.verifier = Verifier(issuer, audiences, keyset, leeway=float(ctx.options.phigate_clock_skew_s),
-                                 clock=self._clock)
+                                 clock=self._clock, max_lifetime=float(ctx.options.phigate_max_token_lifetime_s))
         if self._refresher is not None:  # options changed while running: refresh the new key set
             self._start_refresher()
 

@@ -119,10 +119,32 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
                 if parts:
                     parts.append("clear otherwise")
             cells[(row, role)] = "; ".join(parts) if parts else "clear"
+    notes = _free_text_caveat(rows, columns, cells)
     subjects = ", ".join(compiled.subjects) or "none"
-    notes = (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
-             f"disclosures): {subjects}.",)
+    notes += (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
+              f"disclosures): {subjects}.",)
     return Matrix(source, columns, tuple(rows), cells, "clear", None, notes)
+
+
+def _free_text_caveat(rows: list[str], columns: tuple[str, ...], cells: dict[tuple[str, str], str]) -> tuple[str, ...]:
+    """Mark field cells whose identifier still reaches the role in free text.
+
+    A rule on the `ssn` field masks that field only: an SSN written in a note reaches every role whose
+    documents are returned clear. The cell says so, so the matrix never claims a role cannot see an
+    identifier that it receives in notes."""
+    field_rows = [r for r in rows if r not in ("(documents)", "(ids)") and not r.startswith("$")]
+    exposed = [role for role in columns if "clear" in cells.get(("(documents)", role), "clear")]
+    changed = False
+    for row in field_rows:
+        for role in exposed:
+            if cells[(row, role)] != "clear":
+                cells[(row, role)] += "; in free text: clear"
+                changed = True
+    if not changed:
+        return ()
+    return (f"\"in free text: clear\": the rule masks the field, but free-text documents reach {', '.join(exposed)} "
+            "without identifier detection, so the same identifier written in a note (an SSN, a phone number) "
+            "is disclosed to them.",)
 
 
 def _targets(rule: Any, row: str) -> bool:

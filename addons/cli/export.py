@@ -19,7 +19,7 @@ from pathlib import Path
 from addons.ledger.read import TABLES, open_ledger
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
-               "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
+               "checkpoints": "ts", "reviews": "ts", "incidents": "ts", "configuration": "ts"}
 ORDER = {"checkpoints": "node_id, size"}
 
 

@@ -4,7 +4,7 @@
     con.sql("SELECT decision, count(*) FROM events GROUP BY ALL")
 
 Returns an in-memory DuckDB connection with one view per table (`events`, `approvals`,
-`auth_failures`, `rule_versions`, `checkpoints`, `reviews`, `incidents`) over all nodes. Sealed
+`auth_failures`, `rule_versions`, `checkpoints`, `reviews`, `incidents`, `configuration`) over all nodes. Sealed
 segments are attached read-only (the writer never opens them again, so there is no lock to
 conflict with); the records still in each node's write-ahead segment are copied in at open time.
 The connection is a snapshot: open a new one to see newer records.
@@ -22,7 +22,8 @@ import duckdb
 
 from addons.ledger import layout, schema, seal
 
-TABLES = ("events", "approvals", "auth_failures", "rule_versions", "checkpoints", "reviews", "incidents")
+TABLES = ("events", "approvals", "auth_failures", "rule_versions", "checkpoints", "reviews", "incidents",
+          "configuration")
 
 
 def _wal_tables(con: duckdb.DuckDBPyConnection, alias: str) -> None:
@@ -73,8 +74,11 @@ def _open_into(con: duckdb.DuckDBPyConnection, audit_dir: Path) -> None:
     if not sources:
         _wal_tables(con, "empty")
         sources.append("empty")
+    present = {(r[0], r[1]) for r in con.execute("SELECT database_name, table_name FROM duckdb_tables()").fetchall()}
     for table in TABLES:
-        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {s}.{table}" for s in sources)
+        # A segment sealed before a migration added a table has no such table: it holds none of them.
+        having = [s for s in sources if (s, table) in present] or [_empty(con)]
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {s}.{table}" for s in having)
         if table == "rule_versions":
             # A version is in force until the next version of the same file.
             union = (
@@ -88,6 +92,13 @@ def _open_into(con: duckdb.DuckDBPyConnection, audit_dir: Path) -> None:
                 "row_number() OVER (PARTITION BY hold_id, outcome ORDER BY seq) = 1"
             )
         con.execute(f"CREATE VIEW {table} AS {union}")
+
+
+def _empty(con: duckdb.DuckDBPyConnection) -> str:
+    """An attached database with every table at the newest schema and no rows."""
+    if not con.execute("SELECT 1 FROM duckdb_databases() WHERE database_name = 'empty'").fetchall():
+        _wal_tables(con, "empty")
+    return "empty"
 
 
 def _q(text: str) -> str:

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 3, 10, 9, 0, 0)
 
 SECTION_TITLES = (
-    "Scope and data flow", "Policy versions in force", "Audit configuration", "Log-integrity verification",
+    "Scope and data flow", "Policy versions in force", "Audit configuration", "Access-control configuration in force",
+    "Log-integrity verification",
     "Activity review", "Minimum necessary: masking", "Log-in monitoring", "Approvals", "Break-glass register",
     "Transmission and storage protection", "Accounting of disclosures", "Incidents and exceptions",
     "Reviewer sign-off", "HIPAA control table",
 )
-CITES = ("164.312(a)(1)", "164.312(a)(2)(i)", "164.312(a)(2)(ii)", "164.312(b)", "164.312(c)(1)", "164.312(d)",
+CITES = ("164.312(a)(1)", "164.312(a)(2)(i)", "164.312(a)(2)(ii)", "164.312(a)(2)(iii)", "164.312(b)",
+         "164.312(c)(1)", "164.312(d)",
          "164.312(e)(1)", "164.308(a)(1)(ii)(D)", "164.308(a)(4)", "164.308(a)(5)(ii)(C)", "164.316(b)(2)(i)",
          "164.502(b), 164.514(d)", "164.528")
 
@@ -156,7 +158,9 @@ def test_html_has_every_section_and_the_control_table(packet: generate.Written) 
 def test_matrix_comes_from_the_masking_rules_in_the_ledger(packet: generate.Written) -> None:
     w = packet
     cells = {(r["field"], r["role"]): r["receives"] for r in read_csv(w.folder / "data" / "masking_matrix.csv")}
-    assert cells[("ssn", "clinician")] == "redact"
+    # The ssn field is redacted for clinicians, but their notes are not: the cell says an SSN in free text
+    # reaches them, never that clinicians do not see SSNs.
+    assert cells[("ssn", "clinician")] == "redact; in free text: clear"
     assert cells[("mrn", "clinician")] == "clear"
     assert cells[("mrn", "analyst")] == "tokenize"
     assert cells[("phone", "billing")] == "partial [get, search]; redact"
@@ -270,6 +274,9 @@ def test_matrix_has_the_policys_roles_any_other_role_and_no_identity(tmp_path: P
     assert cells[("mrn", "clinician")] == "clear"
     assert cells[("mrn", "agent")].startswith("tokenize")
     assert cells[("ssn", "(no identity)")] == "redact"
+    assert cells[("ssn", "agent")] == "redact"  # the agent's notes go through identifier detection
+    assert cells[("ssn", "clinician")] == "redact; in free text: clear"
+    assert "free-text documents reach clinician without identifier detection" in w.html.read_text()
 
 
 def test_the_break_glass_register_is_never_cut_short_in_the_pdf(tmp_path: Path) -> None:
