@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from addons.config.rulefiles import ConfigError, parse_yaml
-from addons.core.context import Identity
+from addons.core.context import Caller
 
 
 class OperatorError(Exception):
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser, roles_default: str) -> None:
                    help=f"phigate roles allowed to run this command, comma-separated (default {roles_default})")
 
 
-def verify(args: argparse.Namespace, rules_dir: Path) -> Identity:
+def verify(args: argparse.Namespace, rules_dir: Path) -> Caller:
     """The verified identity behind `args.token`, holding one of `args.roles`."""
     if not args.token:
         raise OperatorError("no token: set PHIGATE_TOKEN (or pass --token) to your own access token from the "
@@ -51,10 +51,11 @@ def verify(args: argparse.Namespace, rules_dir: Path) -> Identity:
     return asyncio.run(_verify(args.token, args.issuer, args.audience, rules_dir, roles))
 
 
-async def _verify(token: str, issuer: str, audience: str, rules_dir: Path, allowed: Iterable[str]) -> Identity:
+async def _verify(token: str, issuer: str, audience: str, rules_dir: Path, allowed: Iterable[str]) -> Caller:
     # The gateway's verifier: one implementation of what a valid token is.
     from addons.auth.jwks import KeySet, KeysUnavailable
-    from addons.identity import AuthError, Verifier, compile_role_mapping
+    from addons.auth.verifier import AuthError, Verifier
+    from addons.config.roles import compile_role_mapping
 
     policy = rules_dir / "policy.yaml"
     try:

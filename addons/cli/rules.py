@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _compiler(target: str) -> Callable[[Path, Any], Any]:
     """The gateway's own compile function for the rule file at `target` (relative to the rules folder)."""
     if target == "policy.yaml":
-        from addons.policy import compile_policy
+        from addons.config.policy_rules import compile_policy
 
         return compile_policy
     if target == "masking.yaml":

@@ -76,8 +76,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # The rules snapshot (profile, policy, masking) an event was decided and masked under.
+    Migration("0002_event_rules_version", "ALTER TABLE events ADD COLUMN rules_version VARCHAR;"),
     Migration(
-        "0002_configuration",
+        "0003_configuration",
         """
         -- Configuration in force, as evidence: the gateway's settings and TLS certificates (recorded
         -- at start and on change), and who applied a rule file and why (`./run.sh rules apply`).

@@ -45,7 +45,7 @@ def setting_values(col: Collector, option: str) -> list[str]:
 
 def _policies(col: Collector, period: Period) -> list[tuple[str, Any]]:
     """(sha256, compiled PolicySet) of each policy.yaml version in force during the period."""
-    from addons.policy import compile_policy
+    from addons.config.policy_rules import compile_policy
 
     start, end = period.sql_bounds()
     out = []

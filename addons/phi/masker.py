@@ -187,26 +187,6 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
     return masked
 
 
-def disclosure(doc: Any, plan: Plan, masked: set[str], keyring: KeyRing | None,
-               summary: MaskingSummary) -> None:
-    """Fill fields_disclosed and subject_refs from the (original) records of a response."""
-    present: set[str] = set()
-    for w in plan.paths.metadata:
-        for meta in w.nodes(doc):
-            if type(meta) is dict:
-                present.update(meta)
-    docs_present = any(v is not None for w in plan.paths.documents for v in w.nodes(doc))
-    doc_masked = any(s.field is None and s.label == "DOCUMENT" for s in plan.steps)
-    disclosed = sorted(present - masked)
-    if docs_present and not doc_masked:
-        disclosed.append("#document")
-    summary.fields_disclosed = disclosed
-    if keyring is not None:
-        refs = {patient_ref(meta, plan.subjects, keyring) for w in plan.paths.metadata for meta in w.nodes(doc)
-                if type(meta) is dict}
-        summary.subject_refs = sorted(r for r in refs if r is not None)
-
-
 def patient_ref(record: dict[str, Any], subjects: Sequence[str], keyring: KeyRing) -> str | None:
     """One keyed reference per record: its first `subjects:` field that holds a value.
 
