@@ -55,6 +55,8 @@ def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
         # the test asks (a fixed default port would collide between parallel gateways).
         "phigate_holds_db": str(workdir / "holds.sqlite"),
         "phigate_admin_port": "0",
+        # The test IdP's resource scope: the console's access token is then a JWT for phigate.
+        "phigate_console_scope": "openid vectors",
     }
 
 

@@ -75,7 +75,7 @@ class Demo:
             "phigate_audit_dir": str(self.workdir / "audit"),
             "phigate_witness": str(self.workdir / "witness"),
             "phigate_holds_db": str(self.workdir / "holds.sqlite"),
-            "phigate_admin_port": str(self.admin_port),
+            "phigate_admin_port": str(self.admin_port), "phigate_console_scope": "openid vectors",
             **gateway_options(self.keys),
         }
         gw = Gateway(upstream, opts, runner="launch", tls_cert=str(self.certs["server.pem"]),
