@@ -8,9 +8,7 @@ review."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,32 +18,15 @@ from typing import Any
 import pytest
 
 from tests.integration.test_approvals_chroma import Env
-from tests.support.servers import ROOT, Chroma, Gateway, Idp, http_call
+from tests.support.browser import SHOTS, chromium_page
+from tests.support.servers import Chroma, Gateway, Idp, http_call
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Screenshots for a person to look at (the test only checks they are not blank).
-SHOTS = Path(os.environ.get("PHIGATE_SCREENSHOTS", ROOT / ".phigate" / "screenshots"))
-# No sandbox: CI runs as root in a container. The rest keeps Chromium off the network (no updates,
-# no component downloads, no sync): the test must only ever talk to loopback.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (./run.sh setup installs it)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 800, "height": 900})
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(800) as page:  # the console must work at 800 px
+        yield page
 
 
 def sign_in(page: Any, admin_url: str, who: str) -> None:

@@ -16,8 +16,8 @@ import duckdb
 import pytest
 
 from addons.phi.tokens import KeyRing
-from tests.integration.test_approvals_console import CHROMIUM, CHROMIUM_ARGS, SHOTS
 from tests.support import ledger_synth as synth
+from tests.support.browser import SHOTS, chromium_page
 from tests.unit.test_report_configuration import POLICY, SETTINGS, cert
 from tests.unit.test_report_packet import T0, make_packet
 
@@ -35,16 +35,8 @@ SECTIONS = {
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (./run.sh setup installs it)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser.new_page(viewport={"width": 1100, "height": 900})
-        finally:
-            browser.close()
+    with chromium_page(1100) as p:
+        yield p
 
 
 def ledger(path: Path) -> Path:
