@@ -155,3 +155,13 @@ def test_a_ledger_without_configuration_records_says_so(tmp_path: Path) -> None:
     assert section(w, "configuration")["status"] == "attention"
     assert control(w, "164.312(a)(2)(iii)")["status"] == "attention"
     assert section(w, "protection")["status_text"] == "no TLS certificate recorded by the gateway for the period"
+
+
+def test_a_ledger_copy_older_than_configuration_records_still_makes_a_packet(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    synth.empty(path)
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE configuration")
+    con.close()
+    w = make_packet(path, tmp_path / "p")
+    assert facts(w, "configuration")["Retention of session recordings (configured)"] == "not recorded"
