@@ -80,6 +80,7 @@ NO_IDENTITY = "(no identity)"
 OTHER_ROLES = "(any other role)"
 RECORD_KINDS = frozenset({"search", "get", "export"})
 _OTHER = "\x00other"  # a role name no rule can mention
+UNLISTED = "(any other field)"
 
 
 def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
@@ -100,10 +101,21 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
         targets = [*r.fields, *(["(documents)"] if r.documents else []), *(["(ids)"] if r.ids else []),
                    *(w.text for w in r.paths)]
         rows += [t for t in targets if t not in rows]
+    rows.append(UNLISTED)
+
+    def unlisted(role_set: frozenset[str] | None, row: str) -> str:
+        """What a role receives of what no rule names: its `roles:` default (an allow-list)."""
+        d = compiled.defaults_for(role_set)
+        if d.default is None:
+            return "clear"
+        op = d.text if row == "(documents)" and d.text is not None else d.default
+        return str(op.name)
+
     cells: dict[tuple[str, str], str] = {}
     for row in rows:
         for role in columns:
             role_set = None if role == NO_IDENTITY else frozenset({_OTHER if role == OTHER_ROLES else role})
+            rest = unlisted(role_set, row)
             parts: list[str] = []
             for r in rules:
                 if not _targets(r, row) or not _covers(r, role_set):
@@ -117,23 +129,27 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
                     break
             else:
                 if parts:
-                    parts.append("clear otherwise")
-            cells[(row, role)] = "; ".join(parts) if parts else "clear"
-    notes = _free_text_caveat(rows, columns, cells)
+                    parts.append(f"{rest} otherwise")
+            cells[(row, role)] = "; ".join(parts) if parts else rest
+    # What each role receives of free text: the (documents) row, or its default when no rule names it.
+    docs = {role: cells.get(("(documents)", role)) or unlisted(
+        None if role == NO_IDENTITY else frozenset({_OTHER if role == OTHER_ROLES else role}), "(documents)")
+        for role in columns}
+    notes = _free_text_caveat(rows, docs, cells)
     subjects = ", ".join(compiled.subjects) or "none"
     notes += (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
               f"disclosures): {subjects}.",)
-    return Matrix(source, columns, tuple(rows), cells, "clear", None, notes)
+    return Matrix(source, columns, tuple(rows), cells, "its role's default (roles: in masking.yaml)", None, notes)
 
 
-def _free_text_caveat(rows: list[str], columns: tuple[str, ...], cells: dict[tuple[str, str], str]) -> tuple[str, ...]:
+def _free_text_caveat(rows: list[str], docs: dict[str, str], cells: dict[tuple[str, str], str]) -> tuple[str, ...]:
     """Mark field cells whose identifier still reaches the role in free text.
 
     A rule on the `ssn` field masks that field only: an SSN written in a note reaches every role whose
     documents are returned clear. The cell says so, so the matrix never claims a role cannot see an
     identifier that it receives in notes."""
-    field_rows = [r for r in rows if r not in ("(documents)", "(ids)") and not r.startswith("$")]
-    exposed = [role for role in columns if "clear" in cells.get(("(documents)", role), "clear")]
+    field_rows = [r for r in rows if r not in ("(documents)", "(ids)", UNLISTED) and not r.startswith("$")]
+    exposed = [role for role, got in docs.items() if "clear" in got]
     changed = False
     for row in field_rows:
         for role in exposed:

@@ -79,7 +79,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     # The rules snapshot (profile, policy, masking) an event was decided and masked under.
     Migration("0002_event_rules_version", "ALTER TABLE events ADD COLUMN rules_version VARCHAR;"),
     Migration(
-        "0003_configuration",
+        "0003_intents",
+        """
+        -- Write-ahead intent: durable before a request is forwarded (who, what, decision, a PHI-free
+        -- summary). The outcome is the flow's event, which names its intent in intent_seq; an intent
+        -- no event names is a forwarded request whose outcome is unknown (the gateway stopped).
+        CREATE TABLE intents (
+          seq BIGINT NOT NULL, ts TIMESTAMP, node_id VARCHAR, request_id VARCHAR, session_id VARCHAR,
+          subject VARCHAR, client_id VARCHAR, roles VARCHAR[], client_addr VARCHAR, user_agent VARCHAR,
+          backend VARCHAR, operation VARCHAR, collection VARCHAR, method VARCHAR, path VARCHAR,
+          request_summary JSON, decision VARCHAR, rule_ids VARCHAR[], hold_id VARCHAR, break_glass BOOLEAN,
+          purpose VARCHAR, rules_version VARCHAR, entry VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
+        );
+        ALTER TABLE events ADD COLUMN intent_seq BIGINT;
+        """,
+    ),
+    Migration(
+        "0004_configuration",
         """
         -- Configuration in force, as evidence: the gateway's settings and TLS certificates (recorded
         -- at start and on change), and who applied a rule file and why (`./run.sh rules apply`).
@@ -100,6 +116,7 @@ LEAF_TABLES: dict[str, str] = {
     "rule_version": "rule_versions",
     "review": "reviews",
     "incident": "incidents",
+    "intent": "intents",
     "configuration": "configuration",
 }
 # Columns the ledger fills itself, never taken from a caller's row.
