@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from addons.phi.detect import checks
+from addons.phi.detect.lexicon import fold
+from addons.phi.detect.lexicon import load as load_lexicon
 from addons.phi.detect.names import find_names
 
 TYPES = (
     "NAME", "ADDRESS", "ZIP", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "SSN", "MRN", "HEALTH_PLAN",
-    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP",
+    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP", "OTHER_ID",
 )
 
 
@@ -66,10 +68,12 @@ class Recogniser:
     token: bool = False
 
 
-_MONTH = (
-    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
-    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+_MONTH_WORDS = (
+    "Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    "|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?"
 )
+# Title case or upper case ("08-NOV-2019"), never lower case: "may" and "mar" are words.
+_MONTH = f"(?:{_MONTH_WORDS}|{_MONTH_WORDS.upper()})"
 _STATES = (
     "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH"
     " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP FM MH PW"
@@ -89,6 +93,8 @@ def _by_first_letter(words: Sequence[str]) -> str:
 
 
 _STATE = _by_first_letter(_STATES)
+_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "DO", "OR", "IN", "ME", "HI", "ID", "OK",
+                                                                 "DE", "MA", "AS", "PR", "MH", "RN", "NP", "CO")])
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
 _SUFFIXES = """
 Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
@@ -115,11 +121,12 @@ Walks Wall Way Ways Well Wl Wells Wls
 """.split()
 _SUFFIX = _by_first_letter(sorted(set(_SUFFIXES), key=len, reverse=True)) + r"\.?"
 _CAPW = "[A-Z][A-Za-z'\u2019\\-]*"
-_UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?\s*#?\s*[A-Za-z0-9\-]+)"
+_SP = "[ \\t]+"  # an address never runs across a line break (a year, a blank line, "Dear Dr. Cohen")
+_UNIT = r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9\-]+)"
 _CITY_STATE_ZIP = (
-    rf"(?:,?\s+(?:{_CAPW}\s+){{0,3}}{_CAPW},?\s+{_STATE}\b(?:\s+\d{{5}}(?:-\d{{4}})?)?)"
+    rf"(?:,?{_SP}(?:{_CAPW}{_SP}){{0,3}}{_CAPW},?{_SP}{_STATE}\b(?:{_SP}\d{{5}}(?:-\d{{4}})?)?)"
 )
-_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*[:#=\-]?\s*"
+_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*(?:(?:is|was|of)\s+)?[:#=\-]?\s*"
 
 
 def _label(words: str, value: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -154,8 +161,61 @@ def _phone_or_fax(text: str, start: int) -> str:
 _ID_VALUE = r"(?=[A-Z0-9\-.]*\d)[A-Z0-9](?:[A-Z0-9]|[\-.](?=[A-Z0-9])){3,24}"
 
 
-def _has_digits(m: re.Match[str], n: int = 2) -> bool:
-    value: str = m.group("v")
+_VERSION_CUE = re.compile(r"(?:version|ver\.?|v|build|release|firmware|software|app|os|android|ios|chrome)\s*$",
+                          re.IGNORECASE)
+
+
+def _not_version(m: re.Match[str]) -> bool:
+    """"app version 2.1.0.4" is not an address: a version cue just before the dotted number."""
+    return _VERSION_CUE.search(m.string, max(0, m.start() - 16), m.start()) is None
+
+
+# Public sites a note cites for patients (agencies, societies): not the individual's identifiers.
+_PUBLIC_HOSTS = re.compile(
+    r"(?:https?://)?(?:www\.)?(?:[a-z0-9\-]+\.)*(?:[a-z0-9\-]+\.(?:gov|mil|int)|heart\.org|cancer\.org"
+    r"|mayoclinic\.org|medlineplus\.gov|who\.int|aap\.org|diabetes\.org|lung\.org|alz\.org|samhsa\.gov"
+    r"|988lifeline\.org|poison\.org|clinicaltrials\.gov)(?![\w.\-])",
+    re.IGNORECASE,
+)
+
+
+def _personal_url(m: re.Match[str]) -> bool:
+    return _PUBLIC_HOSTS.match(m.group(0)) is None
+
+
+# Public service numbers (poison control, crisis lines, Medicare): nobody's identifier.
+_PUBLIC_NUMBERS = frozenset({"8002221222", "8006334227", "8003321088", "8002738255", "8006624357", "8009855990"})
+
+
+def _not_public(m: re.Match[str]) -> bool:
+    digits = re.sub(r"\D", "", m.group(0))
+    return digits[-10:] not in _PUBLIC_NUMBERS
+
+
+_NOT_PLACES = frozenset(
+    """the a an my his her their our this that bed pain room icu er ed hospital rehab jail town care treatment
+    and but for with on at it is was be here there touch contact charge person school work home order
+    stable good fair serious critical distress tears shock labor labour remission recovery""".split()
+)
+
+
+def _place(m: re.Match[str]) -> bool:
+    words = m.group("v").split()
+    return words[0].lower() not in _NOT_PLACES and not (
+        m.group("v").islower() and fold(m.group("v")) in load_lexicon().safe)
+
+
+_DOSE = re.compile(r"\d+(?:\.\d+)?(?:mg|mcg|ug|ml|g|kg|mm|cm|iu|u|units?|tabs?|caps?|hrs?|h|min|x|yo|y)", re.IGNORECASE)
+
+
+def _id_ok(m: re.Match[str], group: str = "v") -> bool:
+    """A labelled identifier holds two digits and is not a dose or a duration ("Rx 500mg")."""
+    value: str = m.group(group)
+    return _has_digits(m, group=group) and _DOSE.fullmatch(value) is None
+
+
+def _has_digits(m: re.Match[str], n: int = 2, group: str = "v") -> bool:
+    value: str = m.group(group)
     return sum(ch.isdigit() for ch in value) >= n
 
 
@@ -166,6 +226,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "URL",
         re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]", re.IGNORECASE),
         0.95,
+        validate=_personal_url,
     ),
     Recogniser(
         "URL",
@@ -177,6 +238,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         0.95,
         keys=tuple(f".{tld}/" for tld in "com org net edu gov info biz io us health care mil co".split()),
         token=True,
+        validate=_personal_url,
     ),
     Recogniser(
         "IP",
@@ -184,7 +246,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         0.95,
         keys=(".",),
         digits=True,
-        validate=lambda m: checks.ip_ok(m.group(0)),
+        validate=lambda m: checks.ip_ok(m.group(0)) and _not_version(m),
     ),
     Recogniser(
         "IP",
@@ -205,31 +267,47 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "SSN",
-        _label(r"SSN|SS#|social security(?: number| no\.?)?|soc\.? sec\.?", r"\d{3}[- ]?\d{2}[- ]?\d{4}"),
+        _label(r"SSN|SS#|S\.S\.N\.?|social security(?: number| no\.?| #)?|soc\.? sec\.?|social",
+               r"\d{3}[- .]?\d{2}[- .]?\d{4}(?![\d\-])"),
         0.99,
         "v",
     ),
     Recogniser(
         "PHONE",
         re.compile(
-            r"(?<![\w+-])(?:(?:\+?1|001)[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
-            r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?(?![\w-])",
+            r"(?<![\w+-])(?:(?:\+?1|001)[ \t.\-]?)?(?:\(\d{3}\)[ \t]?|\d{3}[ \t.\-/])\d{3}[ \t.\-]\d{4}"
+            r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?(?![\w-])",
             re.IGNORECASE,
         ),
         0.9,
         retype=_phone_or_fax,
         digits=True,
+        validate=_not_public,
+    ),
+    # E.164 ("+13125550199") stands alone; ten bare digits only after a cue ("text me at").
+    Recogniser("PHONE", re.compile(r"\+1[2-9]\d{9}(?!\d)"), 0.9, digits=True),
+    Recogniser(
+        "PHONE",
+        re.compile(
+            r"\b(?:number|text(?:\s+me)?|call(?:\s+me)?|cell|mobile|phone|reach(?:\s+me)?|whatsapp|sms|changed)"
+            r"(?:\s+(?:is|its|it's|at|on|to|changed|now))*[\s:]*(?P<v>(?:\+?1)?[2-9]\d{9})(?!\d)",
+            re.IGNORECASE,
+        ),
+        0.9,
+        "v",
+        retype=_phone_or_fax,
     ),
     Recogniser(
         "PHONE",
         _label(
             r"phone|tel|telephone|cell|mobile|call(?:ed)?(?: (?:at|on))?|contact(?: number)?|pager|beeper"
             r"|ph|home|work|fax|facsimile|reach(?:ed|able)? at",
-            r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
+            r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-/]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
         ),
         0.95,
         "v",
         retype=_phone_or_fax,
+        validate=_not_public,
     ),
     # Dates: ISO, US numeric, month names either side, day-month-year with a month abbreviation.
     Recogniser(
@@ -255,6 +333,34 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "DATE",
+        # Year first with slashes or dots ("2021/04/09"), day first with dots ("23.05.2021"), spaced
+        # numbers ("09 / 11 / 1950").
+        re.compile(
+            r"(?<![\w/.-])(?:(?P<y>(?:19|20)\d{2})(?P<s1>[/.])(?P<m>0?[1-9]|1[0-2])(?P=s1)(?P<d>0?[1-9]|[12]\d|3[01])"
+            r"|(?P<d2>0?[1-9]|[12]\d|3[01])\.(?P<m2>0?[1-9]|1[0-2])\.(?P<y2>(?:19|20)\d{2})"
+            r"|(?P<m3>0?[1-9]|1[0-2])[ \t]+/[ \t]+(?P<d3>0?[1-9]|[12]\d|3[01])[ \t]+/[ \t]+(?P<y3>(?:19|20)?\d{2}))"
+            r"(?![\w/-]|\.\d)"
+        ),
+        0.9,
+        validate=lambda m: _ok_date(m) and checks.date_ok(
+            int(m.group("y2") or 2000), int(m.group("m2") or 1), int(m.group("d2") or 1)),
+        digits=True,
+    ),
+    Recogniser(
+        "DATE",
+        # Month and day alone ("signed 2/3") after a word that introduces a date: a bare "2/3" is as
+        # often a fraction, a score or a ratio.
+        re.compile(
+            r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
+            r"|admitted|discharged|visit|seen|returned|back|starting|effective|expires|is|was|of|last|next)"
+            r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
+            re.IGNORECASE,
+        ),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
         # Month first: "March 5, 2020", "Mar 5", "March 2020".
         re.compile(
             rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?|,?\s+(?:19|20)\d{{2}})\b"
@@ -265,7 +371,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "DATE",
         # Day first: "5 March 2020", "5th of March", "05-Mar-20"; and month/year "03/2020".
         re.compile(
-            rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?(?:\s+(?:19|20)\d{{2}})?\b"
+            rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?[ \t]+{_MONTH}\.?,?(?:[ \t]+(?:19|20)\d{{2}})?\b"
             rf"|\b\d{{1,2}}-{_MONTH}-(?:(?:19|20)?\d{{2}})\b"
             rf"|\b(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}}\b"
         ),
@@ -291,22 +397,92 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        re.compile(r"\b(?:age[ds]?|aged)\s*[:=]?\s*(?P<v>9\d|1[01]\d)\b", re.IGNORECASE),
+        # "age 90+" is already the generalised form: never masked again.
+        re.compile(r"\b(?:age[ds]?|aged|died at|death at|passed away at|deceased at)\s*[:=]?\s*(?P<v>9\d|1[01]\d)\b(?!\+)",
+                   re.IGNORECASE),
         0.95,
         validate=_age_over_89,
     ),
     Recogniser(
+        "AGE",
+        re.compile(r"\b(?:ninety|one hundred(?: and)?)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?"
+                   r"[- ](?:years?[- ]old|y/?o\b)", re.IGNORECASE),
+        0.95,
+        keys=("ninety", "hundred"),
+    ),
+    Recogniser("AGE", re.compile(r"(?P<v>9\d|1[01]\d)(?:F|M|yo[FM]|y/o[FM]?)\b"), 0.9, validate=_age_over_89,
+               digits=True),
+    Recogniser(
         "ADDRESS",
         re.compile(
-            rf"\b\d{{1,6}}[A-Z]?\s+(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?\s+)?"
-            rf"(?:{_CAPW}\s+){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
+            rf"\b\d{{1,6}}[A-Z]?{_SP}(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?{_SP})?"
+            rf"(?:{_CAPW}{_SP}){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
         ),
         0.9,
         digits=True,
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:P\.?\s?O\.?\s*Box|Post Office Box)\s+\d{{1,6}}{_CITY_STATE_ZIP}?", re.IGNORECASE),
+        # Streets named without a USPS suffix: other languages' street words, highways, rural routes.
+        re.compile(
+            rf"\b\d{{1,6}}{_SP}(?:(?:Camino|Calle|Via|Avenida|Av\.|Paseo|Rue|Rua|Carrera|Calzada|Strada|Chemin"
+            rf"|Broadway|Boardwalk|The)(?:{_SP}(?:de|del|la|los|las|do|da|dos|di))?(?:{_SP}{_CAPW}){{0,2}}"
+            rf"|(?:State|US|U\.S\.|County|Co\.|Farm to Market|FM|Interstate){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?"
+            rf"{_SP}\d{{1,4}}|{_CAPW}{_SP}(?:Hwy|Highway|Route|Rte)\.?{_SP}\d{{1,4}})"
+            rf"{_UNIT}?{_CITY_STATE_ZIP}?"
+        ),
+        0.9,
+        digits=True,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:RR|R\.R\.|HC|Rural Route|Star Route){_SP}?\d{{1,3}},?{_SP}Box{_SP}\d{{1,5}}{_CITY_STATE_ZIP}?",
+                   re.IGNORECASE),
+        0.9,
+        keys=("box",),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # Chat writes addresses in lower case ("575 spruce ln").
+        re.compile(
+            r"\b\d{1,6}[ \t]+(?:[a-z]+[ \t]+){1,2}(?:st|street|ave|avenue|rd|road|dr|drive|ln|lane|ct|court|blvd"
+            r"|boulevard|way|pl|place|terrace|ter|pkwy|parkway|cir|circle|trail|trl|hwy|highway)\b\.?"
+        ),
+        0.85,
+        digits=True,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(r"\b(?:[A-Z][a-z]+[ \t]){0,2}[A-Z][a-z]+[ \t]+(?:County|Parish|Borough)\b"),
+        0.9,
+        keys=("county", "parish", "borough"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # "City, ST" without a ZIP. States that are also credentials ("Lee, MD") need a ZIP.
+        re.compile(rf"\b(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b(?![\w\-.])"),
+        0.88,
+        keys=(",",),
+        gate=re.compile(r",[ \t]+[A-Z]{2}\b"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # A place after words that introduce one ("lives in Fresno", "moved here from Tulsa", "im in reno").
+        re.compile(
+            r"\b(?:lives?|living|lived|resides?|residing|moved|relocated|relocating|staying|stays|stay|located|visiting"
+            r"|based|grew up|originally|im|i'm|i am|currently|home|born|raised|travel(?:l?ed|l?ing)?|drove|driving"
+            r"|back|going)(?:[ \t]+(?:here|back|out|up|down|over|now|currently|temporarily))?[ \t]+(?:in|to|from|near|at)"
+            r"[ \t]+(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}|[a-z]{3,}(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
+            r"|this|next|with|and|but)\b|[ \t]*[.,!]|[ \t]*$))",
+            re.MULTILINE,
+        ),
+        0.95,
+        "v",
+        validate=_place,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?{_CITY_STATE_ZIP}?", re.IGNORECASE),
         0.9,
         keys=("box",),
     ),
@@ -321,22 +497,25 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:{_CAPW}\s+){{0,2}}{_CAPW},\s+{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b"),
+        re.compile(rf"\b(?:{_CAPW}{_SP}){{0,2}}{_CAPW},{_SP}{_STATE},?{_SP}\d{{5}}(?:-\d{{4}})?\b"),
         0.92,
         keys=(",",),
-        gate=re.compile(r",\s+[A-Z]{2}\s+\d{5}"),
+        gate=re.compile(r",[ \t]+[A-Z]{2},?[ \t]+\d{5}"),
     ),
     Recogniser("ZIP", _label(r"zip(?: ?code)?|postal code|zip/postal", r"\d{5}(?:-\d{4})?"), 0.95, "v"),
     Recogniser(
         "HEALTH_PLAN",
         _label(
             r"member|member id|subscriber(?: id)?|beneficiary|health plan(?: id| number)?|insurance(?: id)?"
-            r"|policy|group(?: number)?|medicaid(?: id)?|medicare(?: id)?|MBI|HICN|plan id|payer id|BCBS|insurer",
-            _ID_VALUE,
+            r"|policy|group(?: number)?|medicaid|medicare|MBI|HICN|plan id|payer id|BCBS|insurer"
+            # Payers' own names as labels ("Humana ID", "Medicaid CIN", "Tricare DBN").
+            r"|humana|aetna|cigna|tricare|uhc|unitedhealthcare|united healthcare|kaiser|anthem|blue cross|blue shield"
+            r"|molina|centene|wellcare|medi-cal|ambetter|oscar|caresource|highmark|amerigroup|champva",
+            r"(?:(?:CIN|DBN|MBI|HICN|ID|No\.?|#)\s*[:#]?\s*)?(?P<w>" + _ID_VALUE + ")",
         ),
         0.85,
-        "v",
-        validate=_has_digits,
+        "w",
+        validate=lambda m: _id_ok(m, group="w"),
     ),
     Recogniser(
         "HEALTH_PLAN",
@@ -348,11 +527,21 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ACCOUNT",
-        _label(r"account|acct|a/c|billing(?: account)?|invoice|claim|encounter|financial|iban|bank account"
-               r"|routing", _ID_VALUE),
+        _label(r"account|acct|a/c|billing(?: account)?|invoice|encounter|financial|iban|bank account"
+               r"|routing|guarantor|FIN|HAR|hospital account", _ID_VALUE),
         0.85,
         "v",
         validate=_has_digits,
+    ),
+    Recogniser("ACCOUNT", re.compile(r"\b(?:HAR|FIN)(?P<v>\d{6,12})\b"), 0.9, "v", keys=("har", "fin"), token=True),
+    Recogniser(
+        "ACCOUNT",
+        # American Express: 15 digits grouped 4-6-5, Luhn-checked.
+        re.compile(r"(?<![\w-])(?P<v>3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"),
+        0.8,
+        "v",
+        validate=lambda m: checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
+        digits=True,
     ),
     Recogniser(
         "ACCOUNT",
@@ -366,8 +555,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "LICENSE",
-        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic|certificate|cert|registration|DEA|NPI|state license"
-               r"|board certification|permit", _ID_VALUE),
+        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\. no|DEA|state license"
+               r"|board certification|permit|CDL|state ID|passport", _ID_VALUE),
         0.85,
         "v",
         validate=_has_digits,
@@ -385,7 +574,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
     Recogniser(
         "VEHICLE",
-        _label(r"license plate|licence plate|registration plate|plates|plate|tag",
+        _label(r"license plate|licence plate|registration plate|plates|plate|tag|car reg|reg|registration",
                r"[A-Z0-9]{1,8}(?:[ \-\u2022\u00b7][A-Z0-9]{1,8})?"),
         0.85,
         "v",
@@ -393,15 +582,35 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "DEVICE",
-        _label(r"serial(?: number)?|S/N|SN|device(?: id| serial)?|UDI|IMEI|MAC|implant(?: id)?|pacemaker"
-               r"|model/serial|lot|pump|ICD|defibrillator|hearing aid|insulin pump",
+        # Not "lot": a vaccine or drug lot names a batch, not a person's device.
+        _label(r"serial(?: number| no\.?)?|S/N|SN|device(?: id| serial)?|UDI|IMEI|MAC(?: address)?|implant(?: id)?"
+               r"|pacemaker|model/serial|pump|ICD(?![\-\s]*(?:9|10|11)\b)|defibrillator|hearing aid|insulin pump",
                r"(?:\(01\))?" + _ID_VALUE + r"|(?:[0-9A-F]{2}[:\-]){5}[0-9A-F]{2}"),
         0.85,
         "v",
         validate=_has_digits,
     ),
     Recogniser("DEVICE", re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9]+)*"), 0.9, keys=("(01)",)),
+    Recogniser("DEVICE", re.compile(r"(?<![\w:\-])(?:[0-9A-Fa-f]{2}[:\-]){5}[0-9A-Fa-f]{2}(?![\w:\-])"), 0.9,
+               keys=(":", "-"), token=True, gate=re.compile(r"[0-9A-Fa-f]{2}[:\-][0-9A-Fa-f]{2}[:\-][0-9A-Fa-f]{2}")),
 )
+
+# Labels of the numbers Safe Harbor's catch-all (R) covers: any other unique identifying number.
+# Organisations add theirs in masking.yaml (`detect: other_id: [cue, ...]`).
+OTHER_ID_CUES = (
+    "CSN", "contact serial number", "accession", "accession number", "specimen", "specimen id", "pathology case",
+    "surgical case", "case", "case id", "case number", "order", "order number", "order id", "requisition",
+    "claim", "claim number", "claim id", "rx", "prescription", "prescription number", "study subject", "subject id",
+    "study id", "participant id", "subject", "employee", "employee id", "employee number", "work id", "badge",
+    "DCF case", "SNAP case", "TANF case", "CPS case", "APS case", "A-number", "alien number", "USCIS", "NPI",
+    "ref", "reference", "reference number", "confirmation", "confirmation number", "ticket", "voucher",
+    "authorization", "auth", "prior auth", "referral number", "tracking number", "ID", "identifier", "EMPI",
+)
+
+
+def _other_id(cues: Sequence[str]) -> Recogniser:
+    words = "|".join(re.escape(c).replace("\\ ", r"\s+") for c in sorted(set(cues), key=len, reverse=True))
+    return Recogniser("OTHER_ID", _label(words, _ID_VALUE), 0.84, "v", validate=_id_ok)
 
 
 def _mrn_recognisers(pattern: str, standalone: bool) -> list[Recogniser]:
@@ -410,11 +619,14 @@ def _mrn_recognisers(pattern: str, standalone: bool) -> list[Recogniser]:
             "MRN",
             _label(
                 r"MRN|MR#|MR|medical record(?: number| no\.?| #)?|med rec(?: no\.?)?|record(?: number| no\.?)?"
-                r"|chart(?: number| no\.?)?|patient id|pt id|hospital number|unit number",
-                pattern,
+                r"|chart(?: number| no\.?)?|patient id|pt id|hospital(?:\s*#|\s+no\.?|\s+number)"
+                r"|unit(?:\s*#|\s+no\.?|\s+number)|EMPI|enterprise id",
+                # The organisation's format first; any labelled identifier after an MRN label is one too.
+                rf"(?:{pattern})(?![\w\-])|{_ID_VALUE}",
             ),
             0.97,
             "v",
+            validate=_id_ok,
         )
     ]
     if standalone:
@@ -431,6 +643,7 @@ class DetectConfig:
     extra: tuple[Recogniser, ...] = ()
     names: bool = True
     disabled: frozenset[str] = field(default_factory=frozenset)
+    other_id_cues: tuple[str, ...] = ()  # added to OTHER_ID_CUES
 
 
 class Detector:
@@ -447,7 +660,8 @@ class Detector:
 
     def __init__(self, config: DetectConfig | None = None) -> None:
         cfg = config or DetectConfig()
-        recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone), *cfg.extra]
+        recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone),
+                _other_id((*OTHER_ID_CUES, *cfg.other_id_cues)), *cfg.extra]
         self.recognisers = tuple(r for r in recs if r.type not in cfg.disabled)
         # A vector store returns the same records again and again; detection is the costly part of
         # masking, so its result is kept per text. Keyed by a keyed hash, not the text: the cache
@@ -506,7 +720,7 @@ class Detector:
         # character to check it starts a run (as `_RUNS` finds them) and the patterns match there.
         first = self._rest[0] if self._rest and all(r is not None for r in self._rest) else None
         self._digit_re = (
-            re.compile(rf"[\d(+](?<=(?=[(+]\d|(?<![\d(+])\d)(?={first.pattern})[\d(+])")
+            re.compile(rf"[\d(+](?<=(?=[(+]\d|(?<!\d)\d)(?={first.pattern})[\d(+])")
             if first is not None else None
         )
 
@@ -684,7 +898,9 @@ def _top_level_bar(p: str, i: int) -> bool:
     return any(c == "|" and depth == 0 for _, c, depth in _structure(p, i))
 
 
-_RUNS = re.compile(r"[(+]?\d+")
+# Where a number pattern may start: a '(' or '+' before a digit, and the first digit of a run (also
+# right after a '(': "(07/19/2021)" and "(96 years old)" are found by patterns that start at a digit).
+_RUNS = re.compile(r"[(+](?=\d)|(?<!\d)\d")
 
 
 def _finds(text: str, key: str) -> Iterable[int]:
@@ -839,9 +1055,13 @@ def compile_config(
         return DetectConfig()
     if not isinstance(raw, Mapping):
         raise fail(raw, "a mapping with mrn / patterns / disable")
-    unknown = set(raw) - {"mrn", "patterns", "disable", "names"}
+    unknown = set(raw) - {"mrn", "patterns", "disable", "names", "other_id"}
     if unknown:
-        raise fail(sorted(unknown), "only the keys mrn, patterns, disable, names")
+        raise fail(sorted(unknown), "only the keys mrn, patterns, disable, names, other_id")
+    other = raw.get("other_id") or {}
+    cues = other.get("cues", []) if isinstance(other, Mapping) else None
+    if not isinstance(cues, list) or not all(isinstance(c, str) and c.strip() for c in cues):
+        raise fail(other, "other_id: {cues: [label words before an identifying number]}")
     mrn = raw.get("mrn") or {}
     if not isinstance(mrn, Mapping):
         raise fail(mrn, "mrn: {pattern: REGEX, standalone: true|false}")
@@ -873,7 +1093,7 @@ def compile_config(
     names = raw.get("names", True)
     if not isinstance(names, bool):
         raise fail(names, "names: true or false")
-    return DetectConfig(pattern, standalone, tuple(extra), names, frozenset(disable))
+    return DetectConfig(pattern, standalone, tuple(extra), names, frozenset(disable), tuple(c.strip() for c in cues))
 
 
 def _check_regex(pattern: Any, fail: Callable[[Any, str], Exception]) -> None:
