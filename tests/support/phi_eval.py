@@ -256,11 +256,11 @@ class Generator:
             "us": f"{m:02d}/{d:02d}/{y}", "us_short": f"{m}/{d}/{y % 100:02d}", "iso": f"{y}-{m:02d}-{d:02d}",
             "slash_iso": f"{y}/{m:02d}/{d:02d}", "dotted": f"{d:02d}.{m:02d}.{y}", "long": f"{mon} {d}, {y}",
             "dmy": f"{d} {mon[:3]} {y}", "upper": f"{d:02d}-{mon[:3].upper()}-{y}", "md": f"{m}/{d}",
-            "spaced": f"{m:02d} / {d:02d} / {y}", "mon_d": f"{mon[:3]} {d}", "ord": f"the {d}th of {mon}",
+            "spaced": f"{m:02d} / {d:02d} / {y}", "mon_d": f"{mon[:3]} {d}", "ord": f"{d}th of {mon}",
             "us_dash": f"{m:02d}-{d:02d}-{y}",
         }
         style = style or self.r.choice(list(styles))
-        return v("DATE", styles[style])
+        return ("the " if style == "ord" else "") + v("DATE", styles[style])
 
     def dob(self) -> str:
         return self.date(self.r.choice(["us", "us", "iso", "long", "dotted", "upper", "us_short", "spaced"]),
@@ -272,15 +272,22 @@ class Generator:
                  if a < 100 else f"{a}-year-old", f"{a}F", f"{a}M", f"aged {a}", f"{a} years old"]
         return v("AGE", self.r.choice(forms))
 
+    def area(self) -> int:
+        """An area code a person's line can have: not toll-free (800, 833, ... 888 are organisations')."""
+        while True:
+            a = self.r.randint(201, 989)
+            if a not in (800, 811, 822, 833, 844, 855, 866, 877, 888, 900, 911):
+                return a
+
     def phone(self, style: str | None = None) -> str:
-        a, b, c = self.r.randint(201, 989), self.r.randint(200, 989), self.r.randint(0, 9999)
+        a, b, c = self.area(), self.r.randint(200, 989), self.r.randint(0, 9999)
         styles = [f"({a}) {b}-{c:04d}", f"{a}-{b}-{c:04d}", f"{a}.{b}.{c:04d}", f"{a}/{b}-{c:04d}",
                   f"+1{a}{b}{c:04d}", f"{a}{b}{c:04d}", f"+1 {a} {b} {c:04d}", f"1-{a}-{b}-{c:04d}",
                   f"{a} {b} {c:04d}", f"({a}){b}-{c:04d} ext {self.r.randint(10, 999)}"]
         return v("PHONE", style or self.r.choice(styles))
 
     def fax(self) -> str:
-        a, b, c = self.r.randint(201, 989), self.r.randint(200, 989), self.r.randint(0, 9999)
+        a, b, c = self.area(), self.r.randint(200, 989), self.r.randint(0, 9999)
         return v("FAX", self.r.choice([f"({a}) {b}-{c:04d}", f"{a}-{b}-{c:04d}", f"{a}.{b}.{c:04d}"]))
 
     def email(self, first: str = "", last: str = "") -> str:
@@ -311,8 +318,11 @@ class Generator:
 
     def account(self) -> str:
         r = self.r
+        x = r.random()
+        if x < 0.2:
+            return f"FIN {v('ACCOUNT', str(r.randint(10000000, 99999999)))}"
         return v("ACCOUNT", r.choice([str(r.randint(100000, 9999999999)), f"{r.randint(1000, 9999)}-{r.randint(100000, 999999)}",
-                                      f"HAR{r.randint(1000000, 9999999)}", f"FIN {r.randint(10000000, 99999999)}"]))
+                                      f"HAR{r.randint(1000000, 9999999)}"]))
 
     def card(self) -> str:
         digits = [self.r.choice("456")] + [str(self.r.randint(0, 9)) for _ in range(14)]
@@ -552,12 +562,12 @@ class Generator:
         first, last = self.person()
         lines = [
             f"hey its {v('NAME', f'{first.lower()} {last.lower()}')} {r.choice(['from', 'i saw dr', 'pt of dr'])} {self.low_name() if r.random() < 0.5 else 'the clinic'}",
-            f"my number changed its {self.phone(r.choice([None, str(r.randint(2012000000, 9899999999))]))}",
+            f"my number changed its {self.phone(r.choice([None, f'{self.area()}{r.randint(2000000, 9899999)}']))}",
             f"can u send the refill to {v('ADDRESS', f'{r.randint(10, 999)} {r.choice(_STREET_NAMES).lower()} {r.choice(_SUFFIX).lower()}')}",
             f"my dob is {self.date(r.choice(['us', 'us_short', 'md']), (1930, 2004))}",
             f"{r.choice(['her brother', 'my sister', 'my aunt', 'my cousin', 'his mom'])} {self.low_name()} will call",
             f"my ssn is {v('SSN', str(r.randint(100000000, 665999999)))}" if r.random() < 0.4 else f"zip code is {self.zip()}",
-            f"text me at {self.phone(f'+1{r.randint(2012000000, 9899999999)}')}",
+            f"text me at {self.phone(f'+1{self.area()}{r.randint(2000000, 9899999)}')}",
             f"{r.choice(['took', 'missed'])} my {r.choice(_DRUGS).lower()} {r.choice([10, 20, 40])}mg at {r.randint(1, 12)}pm",
             f"im in {v('ADDRESS', r.choice(_CITY_STATE)[0].lower())} till {self.date('md')}",
             f"ok thx {r.choice(['-', '', '~'])}{v('NAME', first.lower())}",

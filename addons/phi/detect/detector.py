@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from addons.phi.detect import checks
-from addons.phi.detect.lexicon import fold
-from addons.phi.detect.lexicon import load as load_lexicon
 from addons.phi.detect.names import find_names
 
 TYPES = (
@@ -66,6 +64,9 @@ class Recogniser:
     # only the whitespace-delimited words holding one are scanned, not the whole text (a pattern
     # with no fixed first character costs a regex attempt at every position of a scanned text).
     token: bool = False
+    # Matches hold no digit, '@' or 'www.' ("ninety-two-year-old", "Washoe County"): tried on every
+    # text, not only on texts holding one of those.
+    wordy: bool = False
 
 
 _MONTH_WORDS = (
@@ -93,8 +94,7 @@ def _by_first_letter(words: Sequence[str]) -> str:
 
 
 _STATE = _by_first_letter(_STATES)
-_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "DO", "OR", "IN", "ME", "HI", "ID", "OK",
-                                                                 "DE", "MA", "AS", "PR", "MH", "RN", "NP", "CO")])
+_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "AS", "PR")])
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
 _SUFFIXES = """
 Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
@@ -126,6 +126,8 @@ _UNIT = r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room
 _CITY_STATE_ZIP = (
     rf"(?:,?{_SP}(?:{_CAPW}{_SP}){{0,3}}{_CAPW},?{_SP}{_STATE}\b(?:{_SP}\d{{5}}(?:-\d{{4}})?)?)"
 )
+# A street's town without its state ("12 Main St, Springfield").
+_CITY_TAIL = r"(?:,[ \t]*[A-Z][a-z]+(?:[ \t][A-Z][a-z]+)?(?![\w\-]))"
 _LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*(?:(?:is|was|of)\s+)?[:#=\-]?\s*"
 
 
@@ -187,22 +189,28 @@ def _personal_url(m: re.Match[str]) -> bool:
 _PUBLIC_NUMBERS = frozenset({"8002221222", "8006334227", "8003321088", "8002738255", "8006624357", "8009855990"})
 
 
+_TOLL_FREE = frozenset({"800", "833", "844", "855", "866", "877", "888"})
+
+
 def _not_public(m: re.Match[str]) -> bool:
-    digits = re.sub(r"\D", "", m.group(0))
-    return digits[-10:] not in _PUBLIC_NUMBERS
+    """Public and toll-free numbers belong to organisations, never to a patient."""
+    digits = re.sub(r"\D", "", m.group(0))[-10:]
+    return digits not in _PUBLIC_NUMBERS and digits[:3] not in _TOLL_FREE
 
 
 _NOT_PLACES = frozenset(
     """the a an my his her their our this that bed pain room icu er ed hospital rehab jail town care treatment
     and but for with on at it is was be here there touch contact charge person school work home order
-    stable good fair serious critical distress tears shock labor labour remission recovery""".split()
+    stable good fair serious critical distress tears shock labor labour remission recovery agony trouble love
+    class church court surgery traffic line bed bathroom kitchen hall lobby waiting clinic office car bus
+    mood much more some any all too so very really just still also here now today tonight tomorrow time
+    general private public""".split()
 )
 
 
 def _place(m: re.Match[str]) -> bool:
     words = m.group("v").split()
-    return words[0].lower() not in _NOT_PLACES and not (
-        m.group("v").islower() and fold(m.group("v")) in load_lexicon().safe)
+    return not any(w.lower() in _NOT_PLACES for w in words)
 
 
 _DOSE = re.compile(r"\d+(?:\.\d+)?(?:mg|mcg|ug|ml|g|kg|mm|cm|iu|u|units?|tabs?|caps?|hrs?|h|min|x|yo|y)", re.IGNORECASE)
@@ -212,6 +220,14 @@ def _id_ok(m: re.Match[str], group: str = "v") -> bool:
     """A labelled identifier holds two digits and is not a dose or a duration ("Rx 500mg")."""
     value: str = m.group(group)
     return _has_digits(m, group=group) and _DOSE.fullmatch(value) is None
+
+
+_EXPIRY = re.compile(r"(?:exp\.?|expiry|expires|expiration(?: date)?|use by|best by|lot \S+,?)\s*:?\s*$", re.IGNORECASE)
+
+
+def _not_expiry(m: re.Match[str]) -> bool:
+    """A lot's or a card's expiry ("exp 7/2028") dates a product, not a person."""
+    return _EXPIRY.search(m.string, max(0, m.start() - 24), m.start()) is None
 
 
 def _has_digits(m: re.Match[str], n: int = 2, group: str = "v") -> bool:
@@ -284,13 +300,16 @@ BUILTIN: tuple[Recogniser, ...] = (
         digits=True,
         validate=_not_public,
     ),
-    # E.164 ("+13125550199") stands alone; ten bare digits only after a cue ("text me at").
+    # E.164 ("+13125550199") stands alone; ten bare digits after a cue ("text me at"), or alone when
+    # they are a valid North American number (a labelled identifier of ten digits outscores this).
     Recogniser("PHONE", re.compile(r"\+1[2-9]\d{9}(?!\d)"), 0.9, digits=True),
+    Recogniser("PHONE", re.compile(r"(?<![\w\-./+])[2-9][0-8]\d[2-9]\d{6}(?![\w\-/])"), 0.6, digits=True,
+               validate=lambda m: len(set(m.group(0))) > 3 and _not_public(m)),
     Recogniser(
         "PHONE",
         re.compile(
             r"\b(?:number|text(?:\s+me)?|call(?:\s+me)?|cell|mobile|phone|reach(?:\s+me)?|whatsapp|sms|changed)"
-            r"(?:\s+(?:is|its|it's|at|on|to|changed|now))*[\s:]*(?P<v>(?:\+?1)?[2-9]\d{9})(?!\d)",
+            r"(?:\s+(?:is|its|it's|at|on|to|changed|now|back|me|her|him|us))*[\s:]*(?P<v>(?:\+?1)?[2-9]\d{9})(?!\d)",
             re.IGNORECASE,
         ),
         0.9,
@@ -352,7 +371,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         # often a fraction, a score or a ratio.
         re.compile(
             r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
-            r"|admitted|discharged|visit|seen|returned|back|starting|effective|expires|is|was|of|last|next)"
+            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next)"
             r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
             re.IGNORECASE,
         ),
@@ -376,6 +395,7 @@ BUILTIN: tuple[Recogniser, ...] = (
             rf"|\b(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}}\b"
         ),
         0.85,
+        validate=_not_expiry,
         keys=("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "/"),
         digits=True,
     ),
@@ -389,7 +409,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        re.compile(r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b", re.IGNORECASE),
+        re.compile(r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b(?:[ \t-]+old\b)?",
+                   re.IGNORECASE),
         0.95,
         validate=_age_over_89,
         keys=("year", "yr", "y/o", "yo"),
@@ -409,6 +430,7 @@ BUILTIN: tuple[Recogniser, ...] = (
                    r"[- ](?:years?[- ]old|y/?o\b)", re.IGNORECASE),
         0.95,
         keys=("ninety", "hundred"),
+        wordy=True,
     ),
     Recogniser("AGE", re.compile(r"(?P<v>9\d|1[01]\d)(?:F|M|yo[FM]|y/o[FM]?)\b"), 0.9, validate=_age_over_89,
                digits=True),
@@ -416,7 +438,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "ADDRESS",
         re.compile(
             rf"\b\d{{1,6}}[A-Z]?{_SP}(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?{_SP})?"
-            rf"(?:{_CAPW}{_SP}){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
+            rf"(?:{_CAPW}{_SP}){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?"
         ),
         0.9,
         digits=True,
@@ -426,20 +448,27 @@ BUILTIN: tuple[Recogniser, ...] = (
         # Streets named without a USPS suffix: other languages' street words, highways, rural routes.
         re.compile(
             rf"\b\d{{1,6}}{_SP}(?:(?:Camino|Calle|Via|Avenida|Av\.|Paseo|Rue|Rua|Carrera|Calzada|Strada|Chemin"
-            rf"|Broadway|Boardwalk|The)(?:{_SP}(?:de|del|la|los|las|do|da|dos|di))?(?:{_SP}{_CAPW}){{0,2}}"
+            rf"|Broadway|Boardwalk|The)(?:{_SP}(?:del|de|la|los|las|dos|do|da|di)\b)?(?:{_SP}{_CAPW}){{0,2}}"
             rf"|(?:State|US|U\.S\.|County|Co\.|Farm to Market|FM|Interstate){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?"
             rf"{_SP}\d{{1,4}}|{_CAPW}{_SP}(?:Hwy|Highway|Route|Rte)\.?{_SP}\d{{1,4}})"
-            rf"{_UNIT}?{_CITY_STATE_ZIP}?"
+            rf"{_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?"
         ),
         0.9,
         digits=True,
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:RR|R\.R\.|HC|Rural Route|Star Route){_SP}?\d{{1,3}},?{_SP}Box{_SP}\d{{1,5}}{_CITY_STATE_ZIP}?",
+        re.compile(rf"\b(?:RR|R\.R\.|HC|Rural Route|Star Route){_SP}?\d{{1,3}},?{_SP}Box{_SP}\d{{1,5}}{_UNIT}?"
+                   rf"(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
                    re.IGNORECASE),
         0.9,
         keys=("box",),
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:State|US|U\.S\.|County|Farm to Market|FM){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?{_SP}\d{{1,4}}\b"),
+        0.88,
+        keys=("hwy", "highway", "route", "rte", "road", "rd"),
     ),
     Recogniser(
         "ADDRESS",
@@ -460,7 +489,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser(
         "ADDRESS",
         # "City, ST" without a ZIP. States that are also credentials ("Lee, MD") need a ZIP.
-        re.compile(rf"\b(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b(?![\w\-.])"),
+        re.compile(rf"\b(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b(?![\w\-])"),
         0.88,
         keys=(",",),
         gate=re.compile(r",[ \t]+[A-Z]{2}\b"),
@@ -472,7 +501,7 @@ BUILTIN: tuple[Recogniser, ...] = (
             r"\b(?:lives?|living|lived|resides?|residing|moved|relocated|relocating|staying|stays|stay|located|visiting"
             r"|based|grew up|originally|im|i'm|i am|currently|home|born|raised|travel(?:l?ed|l?ing)?|drove|driving"
             r"|back|going)(?:[ \t]+(?:here|back|out|up|down|over|now|currently|temporarily))?[ \t]+(?:in|to|from|near|at)"
-            r"[ \t]+(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}|[a-z]{3,}(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
+            r"[ \t]+(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}|[a-z]{3,}(?:[ \t][a-z]{3,})?(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
             r"|this|next|with|and|but)\b|[ \t]*[.,!]|[ \t]*$))",
             re.MULTILINE,
         ),
@@ -482,7 +511,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?{_CITY_STATE_ZIP}?", re.IGNORECASE),
+        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
+                   re.IGNORECASE),
         0.9,
         keys=("box",),
     ),
@@ -533,7 +563,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "v",
         validate=_has_digits,
     ),
-    Recogniser("ACCOUNT", re.compile(r"\b(?:HAR|FIN)(?P<v>\d{6,12})\b"), 0.9, "v", keys=("har", "fin"), token=True),
+    Recogniser("ACCOUNT", re.compile(r"\b(?:HAR|FIN)\d{6,12}\b"), 0.9, keys=("har", "fin"), token=True),
     Recogniser(
         "ACCOUNT",
         # American Express: 15 digits grouped 4-6-5, Luhn-checked.
@@ -677,7 +707,8 @@ class Detector:
         ]
         self._all = tuple(gated)
         # Only texts holding a digit, '@' or 'www.' can hold most pattern types: skip those scans else.
-        self._digitless = frozenset(i for i, g in enumerate(gated) if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
+        self._digitless = frozenset(i for i, g in enumerate(gated)
+                                    if g[0].type in ("ADDRESS",) or g[0].wordy or g[0] in cfg.extra)
         self._anchored = tuple(i for i, g in enumerate(gated) if g[2])
         self._digits = tuple(i for i, g in enumerate(gated) if not g[2] and g[0].digits)
         self._tokens = tuple(i for i, g in enumerate(gated)

@@ -119,6 +119,7 @@ EXTRA_SAFE = frozenset(
     spanish vietnamese tagalog somali polish english arabic russian mandarin cantonese haitian creole
     portuguese french korean hmong navajo
     bye hi hey hello lol ok okay pls plz u ur im ive dont cant wont btw asap tmrw tmr yeah yep nope thx ty
+    postal x-ray xray x-rays chest
     till til gonna wanna gotta kinda idk omg brb ttyl np
     """.split()
 )

@@ -100,6 +100,9 @@ FUNCTION = frozenset(
 )
 
 
+_SAINTS = frozenset(("st", "saint", "ste", "sainte"))
+
+
 class _Tok(NamedTuple):
     start: int
     end: int  # without a trailing dot
@@ -288,6 +291,17 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[t
     after = text[e : e + 40]
     if EPONYM_AFTER.match(after) and len(piece) == 1:
         return
+    if len(piece) > 1 and piece[0].low in _SAINTS and piece[0].cap:
+        piece = piece[1:]
+        first_i += 1
+    if first_i and toks[first_i - 1].low in _SAINTS and toks[first_i - 1].cap:
+        # A saint's name is a hospital's, a church's or a town's ("St. Joseph"), unless a person cue
+        # comes before it: then "St." is part of a surname ("Mr. St. Pierre").
+        if not _cue_before(text, toks, first_i - 1):
+            return
+        first_i -= 1
+        s = toks[first_i].start
+        piece = [toks[first_i], *piece]
     cue = _cue_before(text, toks, first_i) or CREDENTIAL.match(after) is not None or AFTER.match(after) is not None
     comma = _given_after(text, toks, piece, lex, cue)
     if comma is not None:
