@@ -585,7 +585,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "LICENSE",
-        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\. no|DEA|state license"
+        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\.?\s*no\.?|DEA|state license"
                r"|board certification|permit|CDL|state ID|passport", _ID_VALUE),
         0.85,
         "v",
