@@ -59,7 +59,9 @@ def _philter() -> tuple[set[str], set[str], set[str]]:
         raise LexiconError(f"cannot read philter-lite's name lists at {path}: {exc}") from exc
 
     def words(key: str) -> set[str]:
-        return {fold(w) for w in data.get(key, ()) if isinstance(w, str) and w}
+        # Most entries are already folded (plain lower-case ASCII): only the rest pay for `fold`.
+        return {w if w.isascii() and w.islower() and "'" not in w else fold(w)
+                for w in data.get(key, ()) if isinstance(w, str) and w}
 
     return words("firstnames"), words("lastnames"), words("nonames")
 

@@ -127,15 +127,31 @@ def _kind(low: str, raw: str, lex: Lexicon) -> str:
     return "S" if safe or (len(parts) > 1 and all(p in lex.safe for p in parts)) else "U"
 
 
+# Folded form of the words judged safe, by spelling: most words of every note are common words,
+# judged once per process. Only safe words are kept (they are dictionary words, never a person's
+# name), so this never becomes a store of the names it has seen.
+_SAFE_SEEN: dict[str, str] = {}
+_SAFE_SEEN_MAX = 300_000
+
+
 def _tokens(text: str, lex: Lexicon) -> list[_Tok]:
     out = []
+    seen = _SAFE_SEEN
     for m in _TOKEN.finditer(text):
         raw = m.group(0)
+        start = m.start()
+        low = seen.get(raw)
+        if low is not None:
+            out.append(_Tok(start, start + len(raw) - raw.endswith("."), raw, low, raw[0].isupper(), "S"))
+            continue
         core = raw[:-1] if raw.endswith(".") else raw
         low = fold(core)
         if low.endswith("s") and (core.endswith("'s") or core.endswith("\u2019s")):
             low = low[:-1]  # possessive: folding dropped the apostrophe
-        out.append(_Tok(m.start(), m.start() + len(core), raw, low, raw[0].isupper(), _kind(low, raw, lex)))
+        kind = _kind(low, raw, lex)
+        if kind == "S" and len(seen) < _SAFE_SEEN_MAX:
+            seen[raw] = low
+        out.append(_Tok(start, start + len(core), raw, low, raw[0].isupper(), kind))
     return out
 
 
