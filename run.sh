@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# phigate: one entry point for running, testing and operating the gateway.
-#   ./run.sh demo | test | gateway | certs | keys | verify | replay | export | report | approvals | setup
+# phigate: one entry point for running, testing and operating the gateway (./run.sh help).
 # Everything it needs (venvs, the Chroma server, the OpenID provider, Debian packages) it installs
 # itself under .phigate/ (git-ignored), so a fresh machine needs only this repository.
 set -euo pipefail
@@ -72,7 +71,7 @@ ensure_chroma() {
   ensure_side_venv "the Chroma server (chromadb $CHROMA_VERSION)" "$CHROMA_VENV" chroma "chromadb==$CHROMA_VERSION"
 }
 
-# Backend clients and the Milvus server (engineer G, issue 7): the official clients' pins (grpcio,
+# Backend clients and the Milvus server: the official clients' pins (grpcio,
 # protobuf, httpx, pydantic) clash with mitmproxy's, and milvus ships its own binaries: own venvs.
 CLIENTS_VENV="$STATE/clients-venv"
 MILVUS_VENV="$STATE/milvus-venv"
@@ -178,7 +177,21 @@ case "$cmd" in
     exec "$VENV/bin/python" -m reports.cli "$@"
     ;;
   help | -h | --help)
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'USAGE'
+Usage: ./run.sh COMMAND [ARGS...]   (./run.sh COMMAND --help for a command's own flags)
+
+  demo       start Chroma, the OpenID provider and the gateway, and play a scripted session
+  test       ruff, mypy and the whole test suite against real servers (what CI runs)
+  setup      install everything the other commands need under .phigate/
+  gateway    run the gateway in front of a backend (flags, env, --set; --workers N)
+  certs      make a local development CA and server certificate in certs/
+  keys       make development secrets: token keys, recording key, audit signing key
+  approvals  list, approve, deny and grant held requests as an approver (admin API)
+  verify     check the audit ledger's hashes, tree and signed checkpoints
+  replay     print (or re-send) one recorded session, decrypted
+  export     export audit records as JSON lines, CSV or Parquet
+  report     write, sign and verify HIPAA evidence packets; per-patient disclosures
+USAGE
     ;;
   *)
     die "unknown command '$cmd' (try ./run.sh help)"

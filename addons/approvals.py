@@ -32,10 +32,15 @@ from typing import Any
 
 from mitmproxy import connection, ctx, exceptions, http
 
-from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context, is_settled
+from addons.auth.jwks import KeysUnavailable
+from addons.auth.verifier import AuthError
+from addons.auth.verifier import shared as shared_verifier
+from addons.config.policy_rules import load_policy
+from addons.config.rulefiles import ConfigError
+from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.holds import httpserver
 from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
@@ -202,8 +207,6 @@ class Approvals:
 
     @fail_closed(Stage.APPROVAL, 500)
     async def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         c = context(flow)
         header = ctx.options.phigate_break_glass_header
         # Our header, never the backend's: it carries free text and must not travel upstream.
@@ -468,20 +471,19 @@ class Approvals:
             actor: Actor = await self.authenticate_override(token)
             return actor
         # The same verifier, keys, audience and role mapping as the traffic path: one JWT verifier.
-        from addons.auth.jwks import KeysUnavailable
-        from addons.identity import AuthError
-        from addons.identity import Identity as IdentityAddon
-
-        addon = ctx.master.addons.get("identity")
-        verifier = getattr(addon, "verifier", None)
-        roles = getattr(addon, "_roles", None)
-        if not isinstance(addon, IdentityAddon) or verifier is None or roles is None:
+        verifier = shared_verifier()
+        rules_dir = getattr(ctx.options, "phigate_rules", "")
+        if verifier is None or not rules_dir:
             raise AuthFailed("token verification is not configured on this gateway", 503)
+        try:
+            mapping = load_policy(rules_dir).current.roles
+        except ConfigError:
+            raise AuthFailed("the role mapping (policy.yaml) is not loaded on this gateway", 503) from None
         try:
             key, verdict = await verifier.verify(token)
         except AuthError as err:
             raise AuthFailed(err.detail) from None
         except KeysUnavailable:
             raise AuthFailed("the token issuer's keys are unavailable; try again later", 503) from None
-        caller = verifier.identity(key, verdict, roles())
+        caller = verifier.identity(key, verdict, mapping)
         return Actor(subject=caller.subject, issuer=caller.issuer, roles=caller.roles, name=caller.name)

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
-from addons.core.context import FlowContext, Identity, OpKind, Stage, context, is_settled
+from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings
@@ -60,7 +60,7 @@ class Sessions:
         self.idle_s = 1800.0
         self._by_key: dict[tuple[str, str], _Session] = {}
 
-    def assign(self, identity: Identity | None, client_addr: str | None, now: float) -> str:
+    def assign(self, identity: Caller | None, client_addr: str | None, now: float) -> str:
         key = (identity.subject, identity.client_id or "") if identity else ("anonymous", client_addr or "")
         s = self._by_key.get(key)
         if s is None or now - s.last_seen > self.idle_s:
@@ -125,6 +125,7 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "bytes_out": len(resp.raw_content or b"") if resp is not None else 0,
         "latency_ms": round((time.monotonic() - c.started_mono) * 1000.0, 3),
         "error": error,
+        "rules_version": c.rules.version if c.rules is not None else None,
     }
 
 
@@ -307,8 +308,6 @@ class Audit:
 
     @fail_closed(Stage.AUDIT, 503)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         # Still starting (ledger not open yet): let it through; its response waits for the ledger.
         reason = self.start_error or (self.ledger.broken if self.ledger is not None else None)
         if reason:

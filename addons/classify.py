@@ -21,46 +21,24 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from addons.config.credentials import read_credential
 from addons.config.profile_model import CollectionLearning, Profile, RequestParts, Route
 from addons.config.profiles import classify_request, load_profile
 from addons.config.rulefiles import ConfigError
-from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.config.snapshot import pinned
+from addons.core.context import Operation, OpKind, Stage, context
 from addons.core.guard import fail_closed
+from addons.core.readiness import loaded_check, register_readiness
 from addons.core.respond import refuse
-from addons.forward import read_credential
-from addons.gateway import register_readiness
 from addons.request.canonical_form import Ambiguous, canonical_target, check_headers, parse_query
 from addons.request.name_lookup import NameLookup, Upstream
 
 log = logging.getLogger("phigate")
-
-# flow.metadata key of the decoded request (policy rules may test JSONPaths in the body).
-PARTS_KEY = "phigate.request_parts"
-
-
-def request_parts(flow: http.HTTPFlow) -> RequestParts | None:
-    """The request as classify decoded it (canonical path, query, path variables, body document)."""
-    parts = flow.metadata.get(PARTS_KEY)
-    return parts if isinstance(parts, RequestParts) else None
-
-
-def loaded_check(what: str, load: Callable[[], object]) -> Callable[[], str | None]:
-    """A readiness check: None while `load()` works, else why not (any failure means not ready)."""
-
-    def check() -> str | None:
-        try:
-            load()
-        except Exception as exc:  # noqa: BLE001
-            return f"{what} not loaded ({type(exc).__name__})"
-        return None
-
-    return check
 
 
 class CollectionNames:
@@ -103,15 +81,14 @@ class Classify:
         except ConfigError as exc:
             raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
 
-    def _profile(self) -> Profile:
+    def _profile(self, flow: http.HTTPFlow | None = None) -> Profile:
         # A dict lookup per call (the profile is hot-reloaded); unset options raise ConfigError.
-        return load_profile(*self._profile_key).current
+        wf = load_profile(*self._profile_key)
+        return wf.current if flow is None else pinned(flow, wf)
 
     @fail_closed(Stage.CLASSIFY, 500)
     async def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
-        profile = self._profile()
+        profile = self._profile(flow)
         req = flow.request
         if req.raw_content is None:
             # A streamed body was never seen by the gateway: it cannot be judged or masked.
@@ -129,7 +106,7 @@ class Classify:
             return
         if target.forwarded != req.path:
             req.path = target.forwarded  # forward exactly what was classified
-        flow.metadata[PARTS_KEY] = result.parts
+        context(flow).request_parts = result.parts
         route, collection, collection_id = result.route, result.collection, result.collection_id
         if route is not None and route.collection_is_id and collection_id is not None:
             collection = self.names.name_of(collection_id)
@@ -179,7 +156,7 @@ class Classify:
             log.warning("phigate: could not learn collection names from %s (%s)", op.route, type(exc).__name__)
 
     def _learn(self, flow: http.HTTPFlow, route: Route) -> None:
-        parts = request_parts(flow)
+        parts = context(flow).request_parts
         response_doc: Any = None
         for spec in route.learn:
             if spec.source == "request":

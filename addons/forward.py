@@ -11,16 +11,17 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.config.credentials import read_credential
 from addons.config.profile_model import BackendAuth
-from addons.core.context import Action, Stage, context, is_settled
+from addons.config.profiles import load_profile
+from addons.config.snapshot import pinned
+from addons.core.context import Action, Stage, context
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 
 log = logging.getLogger("phigate")
 
@@ -32,20 +33,6 @@ RELEASED_HOLD_STATES = frozenset({"approved", "granted", "break_glass"})
 ALWAYS_STRIPPED = ("authorization", "proxy-authorization", "x-chroma-token", "api-key", "x-api-key",
                    "cookie")
 
-
-def read_credential(env_name: str, file_name: str) -> str | None:
-    """The backend credential from the env var or the file; None when neither yields one."""
-    if env_name:
-        value = os.environ.get(env_name, "").strip()
-        if value:
-            return value
-    if file_name:
-        try:
-            value = Path(file_name).read_text().strip()
-        except OSError:
-            return None
-        return value or None
-    return None
 
 
 class Forward:
@@ -102,8 +89,6 @@ class Forward:
 
     @fail_closed(Stage.CREDENTIALS, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         c = context(flow)
         decision = c.decision
         if decision is None:
@@ -119,15 +104,12 @@ class Forward:
             refuse(flow, Stage.POLICY, 403, "forbidden", decision.reason or "denied by policy",
                    extra={"rule_id": decision.rule_id})
             return
-        self.swap_credentials(flow, self._auth())
+        self.swap_credentials(flow, self._auth(flow))
 
-    def _auth(self) -> BackendAuth:
-        # Imported here: profiles.py compiles the profile the classify addon already loaded.
-        from addons.config.profiles import load_profile
-
+    def _auth(self, flow: http.HTTPFlow) -> BackendAuth:
         # Still looked up per request (a dict lookup): the profile is hot-reloaded, and an unset
         # option raises here, which the fail_closed guard turns into a refusal.
-        auth: BackendAuth = load_profile(*self._profile_key).current.auth
+        auth: BackendAuth = pinned(flow, load_profile(*self._profile_key)).auth
         return auth
 
     def swap_credentials(self, flow: http.HTTPFlow, auth: BackendAuth) -> None:

@@ -11,38 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
-from addons.core.context import Operation, OpKind, Stage, context, is_settled
+from addons.config.snapshot import rules_for
+from addons.core.context import Operation, OpKind, Stage, context
+from addons.core.guard import fail_closed
+from addons.core.readiness import not_ready_reasons
 from addons.core.respond import json_response, refuse
 
 log = logging.getLogger("phigate")
-
-# Each entry answers "why is this gateway not ready?" (None when ready). Addons register theirs
-# at load: the audit store, the key set, the rules.
-ReadinessCheck = Callable[[], str | None]
-_readiness: dict[str, ReadinessCheck] = {}
-
-
-def register_readiness(name: str, check: ReadinessCheck) -> None:
-    _readiness[name] = check
-
-
-def not_ready_reasons() -> dict[str, str]:
-    reasons: dict[str, str] = {}
-    for name, check in _readiness.items():
-        try:
-            why = check()
-        except Exception as exc:  # noqa: BLE001 - a failing check means "not ready", never "ready"
-            why = f"readiness check failed ({type(exc).__name__})"
-        if why:
-            reasons[name] = why
-    return reasons
-
 
 # Options every phigate deployment must set. (name, what to set, example)
 REQUIRED = (
@@ -129,9 +109,12 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the loop must survive; last good rules stay
                 log.error("phigate: rule reload failed (%s)", type(exc).__name__)
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # The first hook a flow meets: pin the rules version it will be handled under, start to end.
+        rules_for(flow)
+
+    @fail_closed(Stage.GATEWAY, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         # 164.312(e)(1): a bearer token or PHI sent in clear text is already exposed; refuse it
         # rather than serve it, unless plain HTTP was asked for explicitly (loopback tests, demo).
         if not flow.client_conn.tls_established and not self._allow_plain_http:

@@ -1,4 +1,4 @@
-"""Masking addon: per-role PHI masking of responses, detokenization of requests (issue 3).
+"""Masking addon: per-role PHI masking of responses, detokenization of requests.
 
 Request (after policy, approvals and the forward gate): tokens a masked caller sends back as handles
 in the route's ids and filters are turned into the real values before forwarding; a token the
@@ -25,13 +25,15 @@ from addons.config import rulefiles
 from addons.config.jsonpath import compile_path
 from addons.config.masking_rules import MaskingRules, Rule, compile_masking
 from addons.config.profile_model import Profile, Route
+from addons.config.profiles import load_profile
 from addons.config.rulefiles import ConfigError, WatchedFile
-from addons.core.context import MaskingSummary, OpKind, Stage, context, is_settled
+from addons.config.snapshot import pinned
+from addons.core.context import MaskingSummary, OpKind, Stage, context
 from addons.core.guard import fail_closed
+from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.gateway import register_readiness
 from addons.phi import tokens
-from addons.phi.engine import (
+from addons.phi.masker import (
     MaskRun,
     detokenize,
     dump_body,
@@ -46,7 +48,6 @@ from addons.phi.tokens import KeyRing, KeySetError, TokenError
 log = logging.getLogger("phigate")
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-WRITTEN_NOTES = "phigate.masking.written_notes"
 UNKNOWN_ROUTE = Route("unknown", OpKind.UNKNOWN, "", "")
 # (route kept alive, handle paths (ids + filters), filter paths, document paths) of a request
 _RequestWalkers = tuple[Route, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
@@ -157,26 +158,27 @@ class Masking:
         name = getattr(ctx.options, "phigate_profile", "")
         if not (rules_dir and name):
             return None
-        from addons.config.profiles import load_profile  # engineer B's compiler; imported when configured
-
         try:
             return load_profile(Path(rules_dir), name)
         except ConfigError as exc:
             raise exceptions.OptionsError(f"Cannot load profile {name}: {exc.diagnostics()}") from exc
 
-    def current_rules(self) -> MaskingRules:
+    def current_rules(self, flow: http.HTTPFlow | None = None) -> MaskingRules:
+        """The masking rules in force now, or (given a flow) the version that flow is handled under."""
         if self._rules is None:
             raise RuntimeError("masking rules are not loaded")
-        return self._rules.current
+        return self._rules.current if flow is None else pinned(flow, self._rules)
 
-    def profile(self) -> Profile | None:
+    def profile(self, flow: http.HTTPFlow | None = None) -> Profile | None:
         if isinstance(self._profile_source, Profile):
             return self._profile_source
-        return self._profile.current if self._profile is not None else None
+        if self._profile is None:
+            return None
+        return self._profile.current if flow is None else pinned(flow, self._profile)
 
     def _route(self, flow: http.HTTPFlow) -> tuple[str, Route] | None:
         op = context(flow).operation
-        prof = self.profile()
+        prof = self.profile(flow)
         if op is None or prof is None:
             return None
         route = prof.route(op.route)
@@ -201,13 +203,11 @@ class Masking:
 
     @fail_closed(Stage.MASKING, 500)
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_settled(flow):
-            return
         found = self._route(flow)
         if found is None:
             return
         _, route = found
-        if self.current_rules().route_paths(route).has_records:
+        if self.current_rules(flow).route_paths(route).has_records:
             # A partial body cannot be parsed or masked: ask upstream for the whole thing. (One pass
             # over the fields: a multidict lookup per name costs more than the whole list.)
             if any(k.lower() in (b"range", b"if-range") for k, _ in flow.request.headers.fields):
@@ -227,7 +227,7 @@ class Masking:
         if documents:
             notes = [v for w in documents for v in w.nodes(doc) if isinstance(v, str) and v]
             if notes:
-                flow.metadata[WRITTEN_NOTES] = notes
+                c.written_notes = notes
         if b"tok_" not in raw or not handles:
             return
         try:
@@ -259,13 +259,13 @@ class Masking:
         c = context(flow)
         if resp is None or c.answered_by_gateway:
             return
-        rules = self.current_rules()
+        rules = self.current_rules(flow)
         roles = self._roles(flow)
         found = self._route(flow)
         generic: tuple[Rule, ...] = ()
         if found is None:
             op = c.operation
-            if op is None or self.profile() is None:
+            if op is None or self.profile(flow) is None:
                 return
             # A route the profile does not know has no record layout to follow, yet policy let it
             # through. Threat: records leaving by an unmapped route (a new backend API version).
@@ -276,7 +276,7 @@ class Masking:
             backend, route = op.backend, UNKNOWN_ROUTE
         else:
             backend, route = found
-        notes = flow.metadata.pop(WRITTEN_NOTES, None)
+        notes, c.written_notes = c.written_notes, None
         if notes and resp.status_code < 300:
             self._prescan(rules, notes)
         paths = rules.route_paths(route)

@@ -1,5 +1,5 @@
 """The role-to-field masking matrix (164.502(b), 164.514(d)): for each field or identifier type, what
-each role receives. Built from the masking rules file (rules/masking.yaml, engineer C's format)."""
+each role receives. Built from the masking rules file (rules/masking.yaml)."""
 
 # SQL here is built from this package's own fragments, table names and timestamps formatted from
 # datetimes; no ledger value or user-supplied text is ever inlined.
@@ -83,7 +83,7 @@ _OTHER = "\x00other"  # a role name no rule can mention
 
 
 def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
-    """The matrix of engineer C's compiled MaskingRules (addons.config.masking_rules.compile_masking).
+    """The matrix of the compiled MaskingRules (addons.config.masking_rules.compile_masking).
 
     Columns: every role the rules or the policy's role map name, every role seen in the period, any
     other role, and a caller without an identity (all rules apply: fail closed). Rows: each field,

@@ -1,6 +1,6 @@
 """Opening the audit ledger for reading, while the gateway may be running and writing.
 
-The ledger (engineer D, addons/ledger/) is a directory of sealed DuckDB segment files plus the live
+The ledger (addons/ledger/) is a directory of sealed DuckDB segment files plus the live
 segment the gateway holds; `addons.ledger.read.open_ledger(dir)` gives a connection whose views
 (events, approvals, ...) combine them. A single DuckDB file holding the same tables (an exported
 copy, test data) is opened read-only directly.

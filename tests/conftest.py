@@ -88,7 +88,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under `./run.sh test` (PHIGATE_NO_SKIPS=1) a skipped test fails the run.
 
     Tests skip when a tool the setup installs is missing (chromium, poppler, HAProxy, the Milvus or
-    clients venv, ../shared): fine while developing, but in CI a skip would hide a broken install
+    clients venv): fine while developing, but in CI a skip would hide a broken install
     step behind a green run."""
     if os.environ.get("PHIGATE_NO_SKIPS") != "1" or exitstatus != 0:
         return

@@ -109,14 +109,6 @@ class AdminClient:
             time.sleep(interval)
 
 
-def approve_next(url: str, token: str, reason: str, match: Callable[[dict[str, Any]], bool] = lambda h: True,
-                 timeout: float = 30.0) -> dict[str, Any]:
-    """For the demo: wait for a pending hold, approve it as the identity `token` belongs to."""
-    client = AdminClient(url, token)
-    hold = client.wait_for_pending(match, timeout)
-    return client.approve(str(hold["hold_id"]), reason)
-
-
 def _left(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 60}:{s % 60:02d}"

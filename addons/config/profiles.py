@@ -62,6 +62,7 @@ from addons.config.profile_model import (
 from addons.config.rulefiles import ConfigError, WatchedFile, is_registered, require, watched
 from addons.core.context import OpKind
 from addons.request.canonical_form import Ambiguous, canonical_target, decode_json, decode_ndjson, parse_query
+from addons.request.graphql import decode_graphql
 
 KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -532,27 +533,14 @@ def load_profile(rules_dir: str | Path, name: str) -> WatchedFile[Profile]:
 # --- classification -------------------------------------------------------------------------------
 
 
-def _decode_graphql(body: bytes) -> Any:
-    # Parsed with graphql-core into a summary (operation, classes, filters, searches): a regex over
-    # the envelope would be fooled by aliases, fragments, comments and variables. Imported lazily so
-    # a deployment without GraphQL backends does not load the parser.
-    from addons.request.graphql import decode_graphql
-
-    return decode_graphql(body)
-
-
+# GraphQL bodies (Weaviate) are parsed with graphql-core into a summary (operation, classes,
+# filters, searches): a regex over the envelope would be fooled by aliases, fragments, comments and
+# variables. A body that does not parse is Ambiguous and refused.
 _DECODERS: dict[str, Callable[[bytes], Any]] = {
     "json": decode_json,
     "ndjson": decode_ndjson,
-    "graphql": _decode_graphql,
+    "graphql": decode_graphql,
 }
-
-
-def register_body_decoder(kind: str, decoder: Callable[[bytes], Any]) -> None:
-    """Replace how a body kind is decoded (it must raise canonical.Ambiguous on bad input)."""
-    if kind not in ("json", "ndjson", "graphql"):
-        raise ValueError(f"body kind {kind!r}: expected json, ndjson or graphql")
-    _DECODERS[kind] = decoder
 
 
 def decode_body(kind: str, body: bytes | None) -> Any:
@@ -624,9 +612,3 @@ def classify(profile: Profile, method: str, path: str, query: str | Mapping[str,
 def _unquote(value: str) -> str:
     return unquote(value) if "%" in value else value
 
-
-# Weaviate's GraphQL bodies are parsed with graphql-core into a summary routes can match on
-# (addons/request/graphql.py, engineer G); a body that does not parse is Ambiguous and refused.
-from addons.request.graphql import decode_graphql as _decode_weaviate_graphql  # noqa: E402
-
-register_body_decoder("graphql", _decode_weaviate_graphql)

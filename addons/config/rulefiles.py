@@ -11,32 +11,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import yaml
 
+from addons.core.errors import ConfigError, require
+
+__all__ = ["ConfigError", "RuleVersion", "RulesSnapshot", "WatchedFile", "require"]
+
 log = logging.getLogger("phigate")
-
-
-class ConfigError(ValueError):
-    """A rule or option that cannot be used, said the way an operator can fix it."""
-
-    def __init__(self, file: str | Path, rule_id: str | None, value: Any, expected: str) -> None:
-        self.file = str(file)
-        self.rule_id = rule_id
-        self.value = value
-        self.expected = expected
-        super().__init__(self.diagnostics())
-
-    def diagnostics(self) -> str:
-        where = self.file + (f", rule {self.rule_id!r}" if self.rule_id else "")
-        shown = repr(self.value)
-        if len(shown) > 200:
-            shown = shown[:200] + "..."
-        return f"{where}: bad value {shown}; expected {self.expected}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -65,14 +52,6 @@ def parse_yaml(path: Path, text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError(path, None, at, f"valid YAML ({getattr(exc, 'problem', exc)})") from exc
-
-
-def require(
-    file: Path | str, rule_id: str | None, value: Any, ok: bool, expected: str
-) -> None:
-    """Raise a ConfigError unless `ok`: the one-line form rule compilers use for every check."""
-    if not ok:
-        raise ConfigError(file, rule_id, value, expected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +88,7 @@ class WatchedFile[T]:
         self._current: T | None = None
         self.sha256: str | None = None
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     @property
     def current(self) -> T:
@@ -123,9 +103,14 @@ class WatchedFile[T]:
         except OSError as exc:
             raise ConfigError(self.path, None, str(self.path), f"a readable file ({exc.strerror})") from exc
         digest = hashlib.sha256(raw).hexdigest()
-        text = raw.decode("utf-8")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(self.path, None, f"byte {exc.start}: {raw[exc.start:exc.start + 4]!r}",
+                              "UTF-8 text") from None
         compiled = self._compile(self.path, parse_yaml(self.path, text))
-        self._current, self.sha256, self.last_error = compiled, digest, None
+        self._current, self.sha256, self.last_error, self.last_error_at = compiled, digest, None, None
+        _invalidate()
         _announce(RuleVersion(str(self.path), digest, text, time.time()))
         return compiled
 
@@ -149,7 +134,18 @@ class WatchedFile[T]:
     def _keep_last_good(self, why: str) -> None:
         if why != self.last_error:
             log.error("phigate: keeping the last good rules; %s", why)
+            for listener in _rejection_listeners:
+                listener(str(self.path), why)
         self.last_error = why
+        self.last_error_at = time.time()
+
+
+_rejection_listeners: list[Callable[[str, str], None]] = []
+
+
+def on_rejection(listener: Callable[[str, str], None]) -> None:
+    """Register a listener told (path, diagnostics) each time an edit is rejected (once per distinct error)."""
+    _rejection_listeners.append(listener)
 
 
 # One WatchedFile per path for the whole process: the identity and classify addons both read the
@@ -166,6 +162,7 @@ def watched[T](path: Path, compile_fn: Callable[[Path, Any], T]) -> WatchedFile[
     wf = WatchedFile(key, compile_fn)
     wf.load()
     _registry[key] = wf
+    _invalidate()
     return wf
 
 
@@ -179,10 +176,72 @@ def is_registered(wf: WatchedFile[Any]) -> bool:
 
 
 def reload_all() -> list[WatchedFile[Any]]:
-    """Reload every watched file that changed; returns those swapped in."""
-    return [wf for wf in list(_registry.values()) if wf.reload_if_changed()]
+    """Reload every watched file that changed, each on its own; returns those swapped in.
+
+    A file that fails in any way keeps its last good rules and never stops the others from
+    reloading. The new rules become one new snapshot once every file has been looked at.
+    """
+    swapped: list[WatchedFile[Any]] = []
+    for wf in list(_registry.values()):
+        try:
+            if wf.reload_if_changed():
+                swapped.append(wf)
+        except Exception as exc:  # noqa: BLE001 - a compiler bug in one file must not stop the others
+            wf._keep_last_good(f"{wf.path}: could not be compiled ({type(exc).__name__})")
+    return swapped
 
 
 def forget_all() -> None:
     """Drop every watched file (tests load rules from several temporary folders)."""
     _registry.clear()
+    _invalidate()
+
+
+def rejected_edits() -> dict[str, str]:
+    """Rule files whose last edit was rejected (their last good version is in force): path -> why."""
+    return {str(wf.path): wf.last_error for wf in _registry.values() if wf.last_error}
+
+
+# ---------------------------------------------------------------- one version of all rules
+
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSnapshot:
+    """Every loaded rule file's compiled object, as one immutable version.
+
+    A flow takes the snapshot in force when it arrives and keeps it to the end: a request decided
+    under one version is masked under the same version, however long its hold lasts.
+    """
+
+    version: str
+    files: tuple[tuple[str, str], ...]  # (path, sha256), sorted by path
+    compiled: Mapping[Path, Any]
+
+    def of[T](self, wf: WatchedFile[T]) -> T:
+        """The version of `wf`'s rules in this snapshot (a file first loaded after it: its current)."""
+        got = self.compiled.get(wf.path, _MISSING)
+        return wf.current if got is _MISSING else cast(T, got)
+
+
+_snapshot: RulesSnapshot | None = None
+
+
+def _invalidate() -> None:
+    global _snapshot
+    _snapshot = None
+
+
+def current_snapshot() -> RulesSnapshot:
+    """The rules in force now, as one immutable snapshot (rebuilt only after a load or reload)."""
+    global _snapshot
+    snap = _snapshot
+    if snap is None:
+        loaded = sorted((wf for wf in _registry.values() if wf.sha256 is not None), key=lambda wf: str(wf.path))
+        files = tuple((str(wf.path), wf.sha256 or "") for wf in loaded)
+        version = hashlib.sha256("\n".join(f"{p} {h}" for p, h in files).encode()).hexdigest()[:16]
+        snap = RulesSnapshot(version, files, MappingProxyType({wf.path: wf.current for wf in loaded}))
+        _snapshot = snap
+    return snap

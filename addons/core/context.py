@@ -21,9 +21,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
+
+if TYPE_CHECKING:  # types only: the config room depends on this module, not the reverse
+    from addons.config.profile_model import RequestParts
+    from addons.config.rulefiles import RulesSnapshot
 
 NAMESPACE = "phigate"
 
@@ -64,7 +68,7 @@ class Stage(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
+class Caller:
     """A verified caller. Never holds the raw token: `token_id` is the `jti` or a hash prefix."""
 
     subject: str
@@ -161,7 +165,7 @@ class FlowContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
-    identity: Identity | None = None
+    identity: Caller | None = None
     auth_failure: AuthFailure | None = None
     operation: Operation | None = None
     decision: Decision | None = None
@@ -176,6 +180,12 @@ class FlowContext:
     audit_seq: int | None = None
     # The gateway answered itself (health, refusal): no upstream response to mask.
     answered_by_gateway: bool = False
+    # The rules version this flow is handled under from its first hook to its audit event.
+    rules: RulesSnapshot | None = None
+    # The request as classify decoded it (policy rules may test JSONPaths in the body).
+    request_parts: RequestParts | None = None
+    # Notes a write carried, kept until the backend accepts the write (masking learns them then).
+    written_notes: list[str] | None = None
 
 
 def context(flow: http.HTTPFlow) -> FlowContext:
@@ -186,7 +196,3 @@ def context(flow: http.HTTPFlow) -> FlowContext:
         flow.metadata[NAMESPACE] = ctx
     return ctx
 
-
-def is_settled(flow: http.HTTPFlow) -> bool:
-    """True when an enforcing request hook must not act: the flow already has an answer."""
-    return flow.response is not None or flow.error is not None

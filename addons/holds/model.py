@@ -18,9 +18,6 @@ class HoldState(enum.StrEnum):
     GRANTED = "granted"
 
 
-# States that release the flow to the backend (the Forward addon checks the same set).
-RELEASING = frozenset({HoldState.APPROVED, HoldState.GRANTED, HoldState.BREAK_GLASS})
-
 
 class DecisionError(Exception):
     """An approver's request that cannot be carried out; `status` is the admin API's answer."""

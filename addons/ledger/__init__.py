@@ -23,6 +23,6 @@ So the gateway never keeps a DuckDB file open:
   (origin, size, root, time) are signed with Ed25519 and also appended to a witness outside the
   ledger folder (`verify` catches truncation and rollback against it).
 
-Multi-process (issue 8): one node id per worker; each has its own sequence, tree, checkpoints,
+Multi-process: one node id per worker; each has its own sequence, tree, checkpoints,
 segments and witness file; readers and `verify` combine every node under `nodes/`.
 """

@@ -76,6 +76,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # The rules snapshot (profile, policy, masking) an event was decided and masked under.
+    Migration("0002_event_rules_version", "ALTER TABLE events ADD COLUMN rules_version VARCHAR;"),
 )
 
 # Record kinds a caller may append (`sink.record(kind, row)`) -> their table.

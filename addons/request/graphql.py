@@ -12,8 +12,6 @@ the document; this module reduces the one operation that will run to a small sum
 `root` is None unless exactly one root field is selected, so a document mixing `Get` and `Aggregate`
 matches no route and is denied. Everything a fragment or variable contributes is resolved, because a
 filter hidden in a variable is still a filter. Malformed documents raise `Ambiguous` (refused).
-
-Registered with `profiles.register_body_decoder("graphql", decode_graphql)` by `install()`.
 """
 
 from __future__ import annotations
@@ -156,9 +154,3 @@ def decode_graphql(body: bytes) -> dict[str, Any]:
         raise Ambiguous("GraphQL operationName must be a string")
     return summarize(envelope["query"], variables, name)
 
-
-def install() -> None:
-    """Make `body: graphql` routes see the parsed summary instead of the raw JSON envelope."""
-    from addons.config.profiles import register_body_decoder
-
-    register_body_decoder("graphql", decode_graphql)

@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from addons.runtime.commands import engine_argv, engine_env
+
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
 HEALTHY_UPTIME_S = 60.0
@@ -309,8 +311,6 @@ def worker_options(opts: dict[str, str], node_id: str) -> dict[str, str]:
 
 def supervise(args: argparse.Namespace, opts: dict[str, str]) -> int:
     """Entry point from addons/runtime/launch.py for --workers N (N > 1)."""
-    from addons.runtime.launch import engine_argv, engine_env
-
     if not shutil.which("haproxy") and not Path("/usr/sbin/haproxy").exists():
         print("[phigate] --workers needs HAProxy: apt-get install haproxy (./run.sh setup installs it)",
               file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Log-integrity verification (164.312(c)(1), 164.312(b)): the result of the ledger's own `verify`
-(engineer D), run when the packet is made, with the latest signed checkpoint."""
+"""Log-integrity verification (164.312(c)(1), 164.312(b)): the result of the ledger's own `verify`,
+run when the packet is made, with the latest signed checkpoint."""
 
 from __future__ import annotations
 

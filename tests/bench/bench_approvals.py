@@ -8,7 +8,7 @@ One run, real servers on loopback (OpenID provider, Chroma, the gateway as stock
   connection and requests/s with wrk, medians over runs, ratios against "no holds";
 - decision latency: from the approve call's answer to the held client's response, for a decision on
   the same gateway process and for one made on another process sharing the hold store.
-Target (issue 4): ordinary traffic keeps its latency and throughput while holds are pending.
+Target: ordinary traffic keeps its latency and throughput while holds are pending.
 """
 
 from __future__ import annotations

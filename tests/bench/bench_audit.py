@@ -6,7 +6,7 @@
    Gateway + Audit, with a direct connection to the upstream as the floor;
 3. `./run.sh verify` over a ledger of --verify-events events (default 1,000,000), as a subprocess.
 
-Targets (issue 5): >= 5,000 events/s; auditing adds < 2 ms p50; verify 1M events < 30 s.
+Targets: >= 5,000 events/s; auditing adds < 2 ms p50; verify 1M events < 30 s.
 
     .phigate/venv/bin/python -m tests.bench.bench_audit [--runs 3] [--verify-events 1000000]
 """

@@ -4,7 +4,7 @@
 
 The end-to-end figures (direct vs bare mitmdump vs the gateway) are in bench_gateway.py; this one
 isolates what classification and policy add to each request, in-process, so the number is not
-drowned by the shared machine's network noise. Budget (issue 2): the whole gateway adds < 2 ms p50.
+drowned by the shared machine's network noise. Budget: the whole gateway adds < 2 ms p50.
 Prints, per capture kind, the median over runs of the per-request p50 and p99 in microseconds.
 """
 
@@ -25,7 +25,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons.classify import Classify
 from addons.config import rulefiles
-from addons.core.context import Identity, context
+from addons.core.context import Caller, context
 from addons.gateway import Gateway
 from addons.policy import Policy
 from tests.support.masking_fixtures import CHROMA_CAPTURES
@@ -41,7 +41,7 @@ SAMPLES = {  # capture -> label
     "008_POST_ult_tenant_databases_default_database_collections_f43b389c-34ca-4a94-9620-85cc91eb9677_add.json":
         "add 4 records (POST, 0.9 KB)",
 }
-CLINICIAN = Identity(subject="bench", issuer="bench", roles=frozenset({"clinician", "db-admin"}),
+CLINICIAN = Caller(subject="bench", issuer="bench", roles=frozenset({"clinician", "db-admin"}),
                      token_id="bench", expires_at=4e9)
 
 

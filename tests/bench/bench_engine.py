@@ -8,7 +8,7 @@ Targets, all in front of the same real Chroma server, same client load (wrk, kee
   (c) the lean engine with the same chain, mitmproxy's stock hook dispatch (`--plain-dispatch`):
       the gain from loading fewer built-ins alone
   (d) the lean engine with the same chain (what `./run.sh gateway` runs)
-Target (issue 8): (d) >= 2x (b). Medians over the runs; targets interleaved so that noise from the
+Target: (d) >= 2x (b). Medians over the runs; targets interleaved so that noise from the
 shared machine hits all alike. Also prints CPU ms per request of each gateway process (user+sys
 from /proc over the wrk run), which is what the engine saves.
 """

@@ -10,7 +10,7 @@ full chain in the lean engine, in one run, with ratios.
 Throughput: wrk (Debian package) with keep-alive connections, median requests/s over several runs.
 Latency: one keep-alive connection, sequential requests, p50/p99 per run, medians over runs (low
 concurrency: what one agent sees). The machine is shared and noisy: read the ratios, not the
-absolute figures. Targets (issue 2): (c) keeps >= 85% of (b)'s requests/s and adds < 2 ms p50.
+absolute figures. Targets: (c) keeps >= 85% of (b)'s requests/s and adds < 2 ms p50.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ import orjson
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons.core.context import Identity, Operation, OpKind, context
+from addons.core.context import Caller, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
 from tests.bench import proc_cost
@@ -85,7 +85,7 @@ def flow_for(body: bytes, role: str) -> http.HTTPFlow:
     f.request.method, f.request.path = "POST", PATH
     f.response = http.Response.make(200, body, {"content-type": "application/json"})
     c = context(f)
-    c.identity = Identity("bench", "iss", frozenset({role}), "jti", 0)
+    c.identity = Caller("bench", "iss", frozenset({role}), "jti", 0)
     c.operation = Operation("chroma", OpKind.SEARCH, "chroma.query", "POST", PATH)
     return f
 

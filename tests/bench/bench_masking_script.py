@@ -18,7 +18,7 @@ if _ROOT not in sys.path:
 
 from mitmproxy import http  # noqa: E402
 
-from addons.core.context import Identity, Operation, OpKind, context  # noqa: E402
+from addons.core.context import Caller, Operation, OpKind, context  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.masking import Masking  # noqa: E402
 
@@ -27,7 +27,7 @@ class BenchIdentity:
     def request(self, flow: http.HTTPFlow) -> None:
         c = context(flow)
         role = flow.request.headers.get("x-bench-role", "agent")
-        c.identity = Identity("bench", "bench", frozenset({role}), "bench", 0)
+        c.identity = Caller("bench", "bench", frozenset({role}), "bench", 0)
         c.operation = Operation("chroma", OpKind.SEARCH, "chroma.query", "POST", flow.request.path)
 
 

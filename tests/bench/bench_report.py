@@ -1,4 +1,4 @@
-"""Benchmark: a million-event ledger to an evidence packet (issue 6 targets: HTML < 30 s, PDF < 90 s).
+"""Benchmark: a million-event ledger to an evidence packet (targets: HTML < 30 s, PDF < 90 s).
 
     .phigate/venv/bin/python -m tests.bench.bench_report [--events 1000000] [--runs 3]
 

@@ -8,7 +8,7 @@ Targets (all the lean engine with the full chain, in front of the same real Chro
   (c) `--workers 2`: two workers behind HAProxy
 The request is GET /api/v2/heartbeat with a token (identity, classify, policy, approvals, forward,
 masking and audit all run; Chroma's heartbeat is the cheapest backend call, so the backend takes
-as little of the shared CPU as possible). Target (issue 8): (c) >= 1.6x (a).
+as little of the shared CPU as possible). Target: (c) >= 1.6x (a).
 
 Everything runs on one machine: wrk, HAProxy, Chroma, the OpenID provider and the workers share its
 cores, so the ratio measures this machine, not the design: per-process CPU seconds over the runs

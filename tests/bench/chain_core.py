@@ -1,6 +1,6 @@
 """The core chain only (identity + classify + policy + forward), for tests/bench/bench_gateway.py.
 
-Issue 2 measures the cost of identity and policy alone; masking and audit have their own benchmarks.
+This measures the cost of identity and policy alone; masking and audit have their own benchmarks.
 Loaded as `mitmdump -s tests/bench/chain_core.py`.
 """
 

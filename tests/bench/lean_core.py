@@ -2,7 +2,7 @@
 
     python -m tests.bench.lean_core --mode reverse:URL@HOST:PORT --set ...
 
-Issue 2 measures identity + policy as the gateway runs them; `./run.sh gateway` runs the lean engine.
+The core chain benchmark measures identity + policy as the gateway runs them; `./run.sh gateway` runs the lean engine.
 """
 
 from __future__ import annotations

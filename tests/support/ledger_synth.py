@@ -1,10 +1,10 @@
-"""A synthetic audit ledger with the brief's schema, for report tests and the report benchmark.
+"""A synthetic audit ledger with the ledger's schema, for report tests and the report benchmark.
 
 Generation is columnar DuckDB SQL over `range()` (no Python row objects), so a million events take
 a few seconds. Every pseudo-random choice derives from `hash(i, salt)`, so a given (count, seed)
 always yields the same ledger and tests can recompute the numbers they expect independently.
 
-`create_schema` writes the same tables engineer D's ledger holds (see the team brief's "Audit event
+`create_schema` writes the same tables the ledger holds (see the ledger schema's "Audit event
 schema"); `add_event` and friends insert one hand-made row for small, exact tests.
 """
 
@@ -65,7 +65,7 @@ rules:
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """The ledger's own tables (engineer D's migrations), so the columns are exactly the real ones."""
+    """The ledger's own tables (the ledger's migrations), so the columns are exactly the real ones."""
     schema.apply_migrations(con)
 
 

@@ -1,6 +1,6 @@
 """A Chroma backend profile for masking tests, built the way rules/profiles/chroma.yaml describes it.
 
-Masking unit tests must not depend on the profile compiler (engineer B's) to exercise the masker;
+Masking unit tests must not depend on the profile compiler to exercise the masker;
 the record paths here are the ones each backend's API documents and the captured traffic show.
 """
 

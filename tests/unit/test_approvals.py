@@ -19,7 +19,7 @@ import pytest
 from mitmproxy.test import taddons, tflow
 
 from addons.approvals import Approvals
-from addons.core.context import Action, Decision, HoldSpec, Identity, Operation, OpKind, context
+from addons.core.context import Action, Caller, Decision, HoldSpec, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.holds.admin import AuthFailed
 from addons.holds.httpserver import Request
@@ -70,7 +70,7 @@ def held_flow(*, required: int = 1, timeout: float = 300.0, subject: str = "agen
     f.request.headers["content-type"] = "application/json"
     f.request.content = body
     c = context(f)
-    c.identity = Identity(subject, ISS, frozenset(roles), "jti-1", time.time() + 300, name=subject.upper())
+    c.identity = Caller(subject, ISS, frozenset(roles), "jti-1", time.time() + 300, name=subject.upper())
     c.operation = Operation("chroma", OpKind.EXPORT, "chroma.get", "POST", PATH, collection="notes")
     c.decision = Decision(action, "hold-export", "bulk export of notes",
                           hold=HoldSpec(frozenset({"approver"}), required, timeout)
@@ -523,7 +523,7 @@ async def test_workers_can_share_the_admin_port(tmp_path: Path) -> None:
 
 
 async def test_unusable_store_refuses_holds_and_is_not_ready(tmp_path: Path) -> None:
-    from addons.gateway import not_ready_reasons
+    from addons.core.readiness import not_ready_reasons
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

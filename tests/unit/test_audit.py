@@ -16,12 +16,13 @@ from mitmproxy.test import taddons, tflow
 
 from addons import gateway
 from addons.audit import Audit
+from addons.core import readiness
 from addons.core.context import (
     Action,
     AuthFailure,
+    Caller,
     Decision,
     HoldInfo,
-    Identity,
     MaskingSummary,
     Operation,
     OpKind,
@@ -51,8 +52,8 @@ def audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Aud
         a.done()
 
 
-def identity() -> Identity:
-    return Identity(subject="alice", issuer="https://idp", roles=frozenset({"clinician", "analyst"}),
+def identity() -> Caller:
+    return Caller(subject="alice", issuer="https://idp", roles=frozenset({"clinician", "analyst"}),
                     token_id="jti-1", expires_at=0, client_id="agent-7", name="Alice", email="a@example.org",
                     purpose="treatment")
 
@@ -178,7 +179,7 @@ async def test_write_failure_fails_closed_and_says_why(audit: tuple[Audit, taddo
     assert f.response is not None and f.response.status_code == 503
     assert b"audit_unavailable" in f.response.content and b"p1" not in f.response.content
     assert context(f).refusal is not None and context(f).refusal.stage == Stage.AUDIT  # type: ignore[union-attr]
-    assert "No space left" in gateway.not_ready_reasons()["audit"]
+    assert "No space left" in readiness.not_ready_reasons()["audit"]
     # New requests are refused before they reach the backend.
     nxt = tflow.tflow()
     a.request(nxt)

@@ -16,7 +16,7 @@ import pytest
 from addons.config.profile_model import Profile
 from addons.config.profiles import classify_request, load_profile
 from addons.config.rulefiles import ConfigError
-from addons.core.context import Action, Identity, Operation, OpKind
+from addons.core.context import Action, Caller, Operation, OpKind
 from addons.request.canonical_form import Ambiguous
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -513,12 +513,12 @@ UNKNOWN = [
 def test_unknown_route_matches_nothing_and_is_denied(backend: str, method: str, target: str, body: Any) -> None:
     c = run(backend, method, target, body)
     assert c.route is None
-    from addons.policy import load_policy
+    from addons.config.policy_rules import load_policy
 
     policy = load_policy(ROOT / "rules").current
     op = Operation(backend=backend, kind=OpKind.UNKNOWN, route="unknown", method=method, path=target)
     for roles in ({"clinician"}, {"agent"}, {"db-admin"}, {"approver"}, {"clinician", "db-admin", "emergency"}):
-        who = Identity(subject="s", issuer="i", roles=frozenset(roles), token_id="t", expires_at=0.0)
+        who = Caller(subject="s", issuer="i", roles=frozenset(roles), token_id="t", expires_at=0.0)
         assert policy.decide(who, op, c.parts).action == Action.DENY
 
 

@@ -27,7 +27,7 @@ from addons.config.masking_rules import MaskingRules, compile_masking, compile_r
 from addons.config.profile_model import Route
 from addons.config.profiles import load_profile
 from addons.config.rulefiles import parse_yaml
-from addons.phi.engine import MaskRun, apply_plan
+from addons.phi.masker import MaskRun, apply_plan
 from addons.phi.tokens import KeyRing, install
 from tests.support.recorded_upstream import recorded_json
 

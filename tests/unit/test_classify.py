@@ -13,7 +13,8 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
-from addons.classify import Classify, CollectionNames, request_parts
+from addons.classify import Classify, CollectionNames
+from addons.core import readiness
 from addons.core.context import OpKind, Stage, context
 from addons.gateway import Gateway
 from tests.support.masking_fixtures import CHROMA_CAPTURES
@@ -71,7 +72,7 @@ async def test_query_is_search_with_facts(addon: Classify) -> None:
     assert op.backend == "chroma" and op.collection_id == UUID
     assert op.collection is None  # not learned yet: no name, so no collection glob can match
     assert op.facts["has_filter"] is True and op.facts["n_results"] == 2
-    parts = request_parts(f)
+    parts = context(f).request_parts
     assert parts is not None and parts.body["where"] == {"ward": "cardio"}
 
 
@@ -247,8 +248,8 @@ def test_readiness_check_says_what_is_not_loaded() -> None:
     def broken() -> None:
         raise FileNotFoundError("rules/profiles/chroma.yaml")
 
-    assert classify_mod.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
-    assert classify_mod.loaded_check("backend profile", lambda: None)() is None
+    assert readiness.loaded_check("backend profile", broken)() == "backend profile not loaded (FileNotFoundError)"
+    assert readiness.loaded_check("backend profile", lambda: None)() is None
 
 
 async def test_unknown_ids_are_looked_up_from_the_backend_once(addon: Classify) -> None:

@@ -48,7 +48,8 @@ def test_every_gateway_flag_in_the_readme_exists() -> None:
     assert not missing, f"README flags not accepted by ./run.sh gateway: {missing}"
 
 
-async def test_every_phigate_option_in_the_readme_is_declared_by_an_addon() -> None:
+async def declared_options() -> dict[str, str]:
+    """Every phigate_* option the chain declares -> its help text."""
     import addons.chain as chain
 
     opts = mitm_options.Options()
@@ -57,5 +58,33 @@ async def test_every_phigate_option_in_the_readme_is_declared_by_an_addon() -> N
         load = getattr(addon, "load", None)
         if load:
             load(Loader(master))
-    named = set(re.findall(r"\b(phigate_[a-z_]+)=", README))
-    assert named <= set(opts.keys()), named - set(opts.keys())
+    return {k: opts._options[k].help for k in opts.keys() if k.startswith("phigate_")}
+
+
+def options_table() -> set[str]:
+    section = README[README.index("### Options"):README.index("## How it works")]
+    return set(re.findall(r"^\| `(phigate_[a-z_0-9]+)` \|", section, re.M))
+
+
+async def test_every_phigate_option_in_the_readme_is_declared_by_an_addon() -> None:
+    declared = await declared_options()
+    named = set(re.findall(r"\b(phigate_[a-z_0-9]+)", README))
+    assert named, "the README names options"
+    assert named <= set(declared), f"README names options no addon declares: {sorted(named - set(declared))}"
+
+
+async def test_every_declared_option_has_a_row_in_the_readme_options_table() -> None:
+    declared = await declared_options()
+    assert len(declared) > 20
+    missing = set(declared) - options_table()
+    assert not missing, f"options missing from the README's Options table: {sorted(missing)}"
+    for name, help_text in declared.items():
+        assert help_text.strip(), f"{name} has no help text"
+
+
+def test_run_sh_help_lists_every_command_with_what_it_does() -> None:
+    out = subprocess.run([str(ROOT / "run.sh"), "help"], capture_output=True, text=True, check=True).stdout
+    described = {m.group(1): m.group(2) for m in re.finditer(r"^\s{2}([a-z-]+)\s{2,}(\S.*)$", out, re.M)}
+    commands = run_sh_commands() - {"help", "-h", "--help"}
+    assert commands <= set(described), f"./run.sh help does not describe: {sorted(commands - set(described))}"
+    assert set(described) <= commands | {"help"}, f"./run.sh help lists unknown commands: {set(described) - commands}"

@@ -30,7 +30,7 @@ def flow_with(decision: Decision | None, hold_state: str | None = None) -> tflow
 def forward(monkeypatch: pytest.MonkeyPatch) -> Forward:
     monkeypatch.setenv("PHIGATE_T_CRED", "backend-secret")
     fw = Forward()
-    monkeypatch.setattr(Forward, "_auth", lambda self: AUTH)
+    monkeypatch.setattr(Forward, "_auth", lambda self, flow: AUTH)
     return fw
 
 
@@ -84,7 +84,7 @@ def test_credential_from_file_and_bearer_format(tmp_path, monkeypatch: pytest.Mo
     fw = Forward()
     auth = BackendAuth(token_headers=("authorization",), upstream_header="authorization",
                        upstream_format="Bearer {credential}")
-    monkeypatch.setattr(Forward, "_auth", lambda self: auth)
+    monkeypatch.setattr(Forward, "_auth", lambda self, flow: auth)
     with taddons.context(Gateway(), fw) as tctx:
         tctx.configure(fw, phigate_backend_credential_file=str(secret))
         f = flow_with(Decision(Action.ALLOW, "r"))
@@ -93,7 +93,7 @@ def test_credential_from_file_and_bearer_format(tmp_path, monkeypatch: pytest.Mo
 
 
 def test_hook_failure_refuses_never_forwards(forward: Forward, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(self: Forward) -> BackendAuth:
+    def boom(self: Forward, flow: object) -> BackendAuth:
         raise RuntimeError("profile exploded")
 
     monkeypatch.setattr(Forward, "_auth", boom)

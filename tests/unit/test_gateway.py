@@ -8,18 +8,19 @@ from collections.abc import Iterator
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons import gateway
+from addons.core import readiness
 from addons.core.context import context
-from addons.gateway import Gateway, register_readiness
+from addons.core.readiness import register_readiness
+from addons.gateway import Gateway
 
 
 @pytest.fixture(autouse=True)
 def _clean_readiness() -> Iterator[None]:
-    saved = dict(gateway._readiness)
-    gateway._readiness.clear()  # checks registered by addons other tests built are not ours
+    saved = dict(readiness._readiness)
+    readiness._readiness.clear()  # checks registered by addons other tests built are not ours
     yield
-    gateway._readiness.clear()
-    gateway._readiness.update(saved)
+    readiness._readiness.clear()
+    readiness._readiness.update(saved)
 
 
 def plain_flow(path: str) -> tflow.HTTPFlow:
@@ -68,7 +69,7 @@ def test_a_readiness_check_that_raises_means_not_ready() -> None:
         raise OSError("disk")
 
     register_readiness("broken", broken)
-    assert "broken" in gateway.not_ready_reasons()
+    assert "broken" in readiness.not_ready_reasons()
 
 
 def test_missing_required_options_stop_the_gateway(caplog: pytest.LogCaptureFixture) -> None:

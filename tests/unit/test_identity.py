@@ -19,20 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
-from addons import identity as identity_mod
+from addons.auth import verifier as verifier_mod
 from addons.auth.jwks import FetchError, KeySet, KeysUnavailable, UnknownKey, parse_jwks
+from addons.auth.verifier import AuthError, TokenCache, VerifiedToken, extract_token
 from addons.config import rulefiles
+from addons.config.roles import RoleMapping, compile_role_mapping
 from addons.core.context import Stage, context
-from addons.gateway import Gateway, not_ready_reasons
-from addons.identity import (
-    AuthError,
-    Identity,
-    RoleMapping,
-    TokenCache,
-    VerifiedToken,
-    compile_role_mapping,
-    extract_token,
-)
+from addons.core.readiness import not_ready_reasons
+from addons.gateway import Gateway
+from addons.identity import Identity
 
 ISSUER = "https://idp.test"
 AUDIENCE = "phigate"
@@ -151,7 +146,7 @@ class Harness:
         return flow
 
     @property
-    def verifier(self) -> identity_mod.Verifier:
+    def verifier(self) -> verifier_mod.Verifier:
         assert self.addon.verifier is not None
         return self.addon.verifier
 
@@ -616,7 +611,7 @@ async def test_an_exception_in_the_hook_is_a_refusal_not_a_pass(h: Harness, monk
     async def boom(self: Any, token: str) -> Any:
         raise RuntimeError("verifier bug")
 
-    monkeypatch.setattr(identity_mod.Verifier, "verify", boom)
+    monkeypatch.setattr(verifier_mod.Verifier, "verify", boom)
     flow = await h.call(token=sign(claims()))
     assert flow.response is not None and flow.response.status_code == 500
     assert context(flow).identity is None

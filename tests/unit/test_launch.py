@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from addons.runtime.launch import LaunchError, mitmdump_argv, parse, phigate_options
+from addons.runtime.commands import mitmdump_argv
+from addons.runtime.launch import LaunchError, parse, phigate_options
 
 ROOT = Path(__file__).resolve().parents[2]
 

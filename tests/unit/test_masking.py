@@ -17,10 +17,10 @@ from mitmproxy.test import taddons, tflow
 
 from addons.config.masking_rules import compile_masking
 from addons.config.rulefiles import ConfigError, parse_yaml
-from addons.core.context import Identity, Operation, OpKind, context
+from addons.core.context import Caller, Operation, OpKind, context
 from addons.gateway import Gateway
 from addons.masking import Masking
-from addons.phi import engine as masking_engine
+from addons.phi import masker as masking_engine
 from addons.phi.tokens import KeyRing
 from tests.support.masking_fixtures import OLD_KEY, TEST_KEY, chroma_profile, fixture
 
@@ -54,7 +54,7 @@ def make_flow(seq: int, roles: frozenset[str] | None, route: str = "chroma.query
         f.response.headers[k] = v
     c = context(f)
     if roles is not None:
-        c.identity = Identity("sub", "iss", roles, "jti", 0)
+        c.identity = Caller("sub", "iss", roles, "jti", 0)
     kind = {"chroma.query": OpKind.SEARCH, "chroma.get": OpKind.GET}.get(route, OpKind.GET)
     c.operation = Operation("chroma", kind, route, fx["method"], fx["path"])
     return f

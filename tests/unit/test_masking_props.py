@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from addons.config.masking_rules import compile_masking
 from addons.config.rulefiles import parse_yaml
-from addons.phi.engine import MaskRun, apply_plan, dump_body, parse_body
+from addons.phi.masker import MaskRun, apply_plan, dump_body, parse_body
 from addons.phi.tokens import KeyRing
 from tests.support.masking_fixtures import TEST_KEY, chroma_profile
 

@@ -13,23 +13,23 @@ from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 
 from addons import classify as classify_mod
-from addons import policy as policy_mod
 from addons.classify import Classify
-from addons.config import rulefiles
+from addons.config import policy_rules, rulefiles
+from addons.config.policy_rules import PolicySet, load_policy
 from addons.config.profile_model import RequestParts
 from addons.config.rulefiles import ConfigError
-from addons.core.context import Action, HoldSpec, Identity, Operation, OpKind, Stage, context
+from addons.core.context import Action, Caller, HoldSpec, Operation, OpKind, Stage, context
 from addons.forward import Forward
 from addons.gateway import Gateway
-from addons.policy import Policy, PolicySet, load_policy
+from addons.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 TD = "/api/v2/tenants/default_tenant/databases/default_database"
 UUID = "f43b389c-34ca-4a94-9620-85cc91eb9677"
 
 
-def who(*roles: str) -> Identity:
-    return Identity(subject="s-1", issuer="https://idp.test", roles=frozenset(roles), token_id="jti-1",
+def who(*roles: str) -> Caller:
+    return Caller(subject="s-1", issuer="https://idp.test", roles=frozenset(roles), token_id="jti-1",
                     expires_at=4e9)
 
 
@@ -290,7 +290,7 @@ def addon() -> Iterator[Policy]:
         yield policy
 
 
-def flow_with(identity: Identity | None, operation: Operation | None) -> http.HTTPFlow:
+def flow_with(identity: Caller | None, operation: Operation | None) -> http.HTTPFlow:
     f = tflow.tflow()
     c = context(f)
     c.identity, c.operation = identity, operation
@@ -361,7 +361,7 @@ async def run_request_hooks(tctx: taddons.context, f: http.HTTPFlow) -> None:
     await tctx.master.addons.handle_lifecycle(HttpRequestHook(f))
 
 
-def chroma_flow(identity: Identity) -> http.HTTPFlow:
+def chroma_flow(identity: Caller) -> http.HTTPFlow:
     f = tflow.tflow()
     f.request.method = "POST"
     f.request.path = f"{TD}/collections/{UUID}/get"
@@ -381,7 +381,7 @@ async def test_chain_forwards_a_good_request(chain: tuple[taddons.context, list[
 
 @pytest.mark.parametrize(("target", "attr", "stage"), [
     (classify_mod, "classify_request", Stage.CLASSIFY),
-    (policy_mod.PolicySet, "decide", Stage.POLICY),
+    (policy_rules.PolicySet, "decide", Stage.POLICY),
 ])
 async def test_a_raising_hook_refuses_and_nothing_is_forwarded(
         chain: tuple[taddons.context, list[Any]], monkeypatch: pytest.MonkeyPatch,

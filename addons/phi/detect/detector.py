@@ -1112,12 +1112,15 @@ def compile_config(
         context: Sequence[str] = item.get("context") or []
         if not isinstance(context, list) or not all(isinstance(c, str) and c for c in context):
             raise fail(context, "context: a list of cue words")
+        score = item.get("score", 0.96)
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 < score <= 1:
+            raise fail(score, f"score of pattern {typ}: a number above 0 and at most 1")
         if context:
             words = "|".join(re.escape(c) for c in context)
             pat = _label(words, item["pattern"])
-            extra.append(Recogniser(typ, pat, float(item.get("score", 0.96)), "v"))
+            extra.append(Recogniser(typ, pat, float(score), "v"))
         else:
-            extra.append(Recogniser(typ, re.compile(item["pattern"]), float(item.get("score", 0.96))))
+            extra.append(Recogniser(typ, re.compile(item["pattern"]), float(score)))
     disable = raw.get("disable") or []
     if not isinstance(disable, list) or not set(disable) <= set(TYPES):
         raise fail(disable, f"disable: a list of types among {', '.join(TYPES)}")

@@ -188,26 +188,6 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
     return masked
 
 
-def disclosure(doc: Any, plan: Plan, masked: set[str], keyring: KeyRing | None,
-               summary: MaskingSummary) -> None:
-    """Fill fields_disclosed and subject_refs from the (original) records of a response."""
-    present: set[str] = set()
-    for w in plan.paths.metadata:
-        for meta in w.nodes(doc):
-            if type(meta) is dict:
-                present.update(meta)
-    docs_present = any(v is not None for w in plan.paths.documents for v in w.nodes(doc))
-    doc_masked = any(s.field is None and s.label == "DOCUMENT" for s in plan.steps)
-    disclosed = sorted(present - masked)
-    if docs_present and not doc_masked:
-        disclosed.append("#document")
-    summary.fields_disclosed = disclosed
-    if keyring is not None:
-        refs = {keyring.subject_ref(v) for w in plan.subject_walkers for v in w.nodes(doc)
-                if v is not None and v != ""}
-        summary.subject_refs = sorted(refs)
-
-
 def mask_error_body(doc: Any, rules: Iterable[Rule], run: MaskRun) -> None:
     """Error bodies have no record layout: mask named fields wherever they sit and scan every string.
 
