@@ -327,7 +327,7 @@ class Generator:
     def card(self) -> str:
         digits = [self.r.choice("456")] + [str(self.r.randint(0, 9)) for _ in range(14)]
         if digits[0] != "4":
-            digits = ["3", self.r.choice("47")] + digits[2:14]  # Amex: 15 digits
+            digits = ["3", self.r.choice("47"), *digits[2:14]]  # Amex: 15 digits
         total = 0
         for i, ch in enumerate(reversed(digits)):
             d = int(ch) * (2 if i % 2 == 0 else 1)

@@ -124,7 +124,7 @@ MISSES = [
 def test_each_class_of_miss_is_found(text: str, values: list[str]) -> None:
     found = {v for _, v in _found(text)}
     for value in values:
-        assert any(value in f or f in value and len(f) >= 0.8 * len(value) for f in found), (value, found)
+        assert any(value in f or (f in value and len(f) >= 0.8 * len(value)) for f in found), (value, found)
 
 
 NOT_IDENTIFIERS = [
@@ -175,7 +175,8 @@ def test_a_missing_name_list_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> No
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "philter_lite" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "philter_lite" else real(name, *a))
     lexicon.load.cache_clear()
     try:
         with pytest.raises(lexicon.LexiconError, match="philter-lite"):

@@ -122,7 +122,9 @@ Walks Wall Way Ways Well Wl Wells Wls
 _SUFFIX = _by_first_letter(sorted(set(_SUFFIXES), key=len, reverse=True)) + r"\.?"
 _CAPW = "[A-Z][A-Za-z'\u2019\\-]*"
 _SP = "[ \\t]+"  # an address never runs across a line break (a year, a blank line, "Dear Dr. Cohen")
-_UNIT = r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9\-]+)"
+_UNIT = (
+    r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9\-]+)"
+)
 _CITY_STATE_ZIP = (
     rf"(?:,?{_SP}(?:{_CAPW}{_SP}){{0,3}}{_CAPW},?{_SP}{_STATE}\b(?:{_SP}\d{{5}}(?:-\d{{4}})?)?)"
 )
@@ -372,7 +374,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         re.compile(
             r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
             r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next)"
-            r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
+            r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
+            r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
             re.IGNORECASE,
         ),
         0.85,
@@ -419,7 +422,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser(
         "AGE",
         # "age 90+" is already the generalised form: never masked again.
-        re.compile(r"\b(?:age[ds]?|aged|died at|death at|passed away at|deceased at)\s*[:=]?\s*(?P<v>9\d|1[01]\d)\b(?!\+)",
+        re.compile(r"\b(?:age[ds]?|aged|died at|death at|passed away at|deceased at)\s*[:=]?\s*"
+                   r"(?P<v>9\d|1[01]\d)\b(?!\+)",
                    re.IGNORECASE),
         0.95,
         validate=_age_over_89,
@@ -466,7 +470,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:State|US|U\.S\.|County|Farm to Market|FM){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?{_SP}\d{{1,4}}\b"),
+        re.compile(rf"\b(?:State|US|U\.S\.|County|Farm to Market|FM){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?"
+                   rf"{_SP}\d{{1,4}}\b"),
         0.88,
         keys=("hwy", "highway", "route", "rte", "road", "rd"),
     ),
@@ -500,8 +505,10 @@ BUILTIN: tuple[Recogniser, ...] = (
         re.compile(
             r"\b(?:lives?|living|lived|resides?|residing|moved|relocated|relocating|staying|stays|stay|located|visiting"
             r"|based|grew up|originally|im|i'm|i am|currently|home|born|raised|travel(?:l?ed|l?ing)?|drove|driving"
-            r"|back|going)(?:[ \t]+(?:here|back|out|up|down|over|now|currently|temporarily))?[ \t]+(?:in|to|from|near|at)"
-            r"[ \t]+(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}|[a-z]{3,}(?:[ \t][a-z]{3,})?(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
+            r"|back|going)(?:[ \t]+(?:here|back|out|up|down|over|now|currently|temporarily))?"
+            r"[ \t]+(?:in|to|from|near|at)[ \t]+"
+            r"(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}"
+            r"|[a-z]{3,}(?:[ \t][a-z]{3,})?(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
             r"|this|next|with|and|but)\b|[ \t]*[.,!]|[ \t]*$))",
             re.MULTILINE,
         ),
@@ -511,7 +518,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
+        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?"
+                   rf"(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
                    re.IGNORECASE),
         0.9,
         keys=("box",),
@@ -585,7 +593,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "LICENSE",
-        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\.?\s*no\.?|DEA|state license"
+        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\.?\s*no\.?|DEA"
+               r"|state license"
                r"|board certification|permit|CDL|state ID|passport", _ID_VALUE),
         0.85,
         "v",

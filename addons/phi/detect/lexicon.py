@@ -24,6 +24,9 @@ import tomllib
 import unicodedata
 from dataclasses import dataclass
 
+# Letters NFKD does not split into a base letter and a mark (dotless i, l with stroke, ...).
+_UNSPLIT = str.maketrans({"\u0131": "i", "\u0142": "l", "\u00f8": "o", "\u0111": "d", "\u00df": "ss", "\u00e6": "ae",
+                          "\u0153": "oe", "\u00fe": "th", "\u00f0": "d"})
 _LATIN = re.compile(r"[a-z][a-z'\-]*")
 
 
@@ -36,7 +39,7 @@ def fold(word: str) -> str:
     w = word.lower()
     if not w.isascii():
         w = "".join(c for c in unicodedata.normalize("NFKD", w) if not unicodedata.combining(c))
-        w = w.replace("ı", "i").replace("ł", "l").replace("ø", "o").replace("đ", "d").replace("ß", "ss")
+        w = w.translate(_UNSPLIT)
     return w.replace("'", "").replace("\u2019", "")
 
 

@@ -21,7 +21,10 @@ from addons.phi.detect.lexicon import Lexicon, fold, load
 
 # A word: letters (any script) with inner apostrophes or hyphens, and a trailing dot (initials, titles).
 _TOKEN = re.compile(r"(?<![\w@./])[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*(?![\d_@])\.?")
-_PARTICLES = frozenset("de del della la da das do dos du des di van vander der den von zu le bin ibn al el y ben bint st mac ter ten".split())
+_PARTICLES = frozenset(
+    "de del della la da das do dos du des di van vander der den von zu le bin ibn al el y ben bint st mac ter ten"
+    .split()
+)
 TITLES = frozenset("mr mrs ms miss mx dr dra prof sr sra srta mister madam fr rev".split())
 # Cue words right before a name (a colon, comma or dash may sit between).
 RELATIONS = frozenset(
@@ -206,7 +209,8 @@ def _closing_line(text: str, toks: Sequence[_Tok], i: int) -> bool:
     prev_end = text.rfind("\n", 0, line_start - 1) + 1
     prev = text[prev_end : line_start - 1].strip().lower()
     words = re.findall(r"[a-z]+", prev)
-    return bool(words) and len(words) <= 3 and words[-1] in CLOSINGS | {"you", "wishes", "regards"} and not prev.endswith(".")
+    closing = bool(words) and len(words) <= 3 and words[-1] in CLOSINGS | {"you", "wishes", "regards"}
+    return closing and not prev.endswith(".")
 
 
 def _employer(text: str, start: int) -> bool:
@@ -236,7 +240,8 @@ def find_names(text: str) -> list[tuple[int, int, float]]:
             nxt = toks[j]
             if gap not in (" ", "\t", "  ") and not (gap in (". ", ".") and toks[j - 1].raw.endswith(".")):
                 break
-            if t.cap and not (nxt.cap or (nxt.raw.islower() and nxt.low in _PARTICLES and j + 1 < n and toks[j + 1].cap)):
+            particle = nxt.raw.islower() and nxt.low in _PARTICLES and j + 1 < n and toks[j + 1].cap
+            if t.cap and not (nxt.cap or particle):
                 break
             if not t.cap and nxt.cap:
                 break
@@ -356,7 +361,7 @@ def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexico
     i = _index(toks, last) + 1
     if i >= len(toks) or text[last.end : toks[i].start] not in (", ", ",  ", ","):
         return None
-    given = []
+    given: list[_Tok] = []
     while i < len(toks) and len(given) < 3 and toks[i].cap and toks[i].kind != "S":
         if given and _gap(text, given[-1], toks[i]) not in (" ",):
             break
