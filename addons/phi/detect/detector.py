@@ -94,7 +94,8 @@ def _by_first_letter(words: Sequence[str]) -> str:
 
 
 _STATE = _by_first_letter(_STATES)
-_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "AS", "PR")])
+# "Lee, MD" is a credential and "Soft, ND" an exam finding: those need a ZIP to be a place.
+_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "AS", "PR", "ND")])
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
 _SUFFIXES = """
 Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
@@ -373,11 +374,46 @@ BUILTIN: tuple[Recogniser, ...] = (
         # often a fraction, a score or a ratio.
         re.compile(
             r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
-            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next)"
+            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next|cath|surgery|appt"
+            r"|appointment|scan|echo|labs|procedure|scheduled|planned)"
             r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
             r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
             re.IGNORECASE,
         ),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
+        # A month with a two-digit year that cannot be a day ("CABG in 3/80"), after a word that
+        # introduces a date.
+        re.compile(r"\b(?:in|since|from|until|till|by|of|on|dated)[ \t]+(?P<v>(?:0?[1-9]|1[0-2])/[4-9]\d)(?![\d/]|\.\d)"),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
+        # A month alone is an element of a date ("not seen since November"). Never "May" (a verb),
+        # and never before a number (a full date, found above).
+        re.compile(r"\b(?:in|since|until|till|by|from|during|early|late|mid|last|next|this|of|on|before|after)"
+                   r"[ \t]+(?P<v>(?:January|February|March|April|June|July|August|September|October|November"
+                   r"|December))\b(?![ \t]*,?[ \t]*\d)"),
+        0.8,
+        "v",
+        wordy=True,
+    ),
+    Recogniser(
+        "NAME",
+        # A dictation line's typists and their user names ("GPP/church/olinger", "XGT:holmes").
+        re.compile(r"^[ \t]*[A-Z]{2,4}[:/][a-z]{2,}(?:/[a-z]{2,})*[ \t]*$", re.MULTILINE),
+        0.8,
+        keys=("/", ":"),
+        wordy=True,
+    ),
+    Recogniser(
+        "PHONE",
+        re.compile(r"\b(?:pager|beeper|bleep|ext\.?|extension)[ \t]*#?:?[ \t]*(?P<v>\d{4,5})\b(?![\-/.]\d)",
+                   re.IGNORECASE),
         0.85,
         "v",
     ),

@@ -121,13 +121,21 @@ def _kind(low: str, raw: str, lex: Lexicon) -> str:
         return "I" if core.isupper() else "S"
     if low in FUNCTION:
         return "S"
-    parts = low.split("-")
-    named = low in lex.given or low in lex.surnames or (
-        len(parts) > 1 and any(p in lex.given or p in lex.surnames for p in parts if len(p) > 1))
-    safe = low in lex.safe or low in EPONYMS or (len(parts) > 1 and any(p in EPONYMS for p in parts))
+    parts = [p for p in low.split("-") if p]
+    if len(parts) > 1 and low not in lex.safe:
+        # Hyphenated: a name when a part is a name and not a word ("Smith-Jones"), a word when a
+        # part is a word and none is only a name ("Status-post", "X-ray", "Guillain-Barre").
+        kinds = [_kind(p, p, lex) for p in parts]
+        if "N" in kinds:
+            return "N"
+        if "S" in kinds or any(p in EPONYMS for p in parts):
+            return "S"
+        return "A" if "A" in kinds else "U"
+    named = low in lex.given or low in lex.surnames
+    safe = low in lex.safe or low in EPONYMS
     if named:
         return "A" if safe else "N"
-    return "S" if safe or (len(parts) > 1 and all(p in lex.safe for p in parts)) else "U"
+    return "S" if safe else "U"
 
 
 # Folded form of the words judged safe, by spelling: most words of every note are common words,
@@ -240,7 +248,10 @@ def find_names(text: str) -> list[tuple[int, int, float]]:
             nxt = toks[j]
             if gap not in (" ", "\t", "  ") and not (gap in (". ", ".") and toks[j - 1].raw.endswith(".")):
                 break
-            particle = nxt.raw.islower() and nxt.low in _PARTICLES and j + 1 < n and toks[j + 1].cap
+            k = j
+            while k < n and toks[k].raw.islower() and toks[k].low in _PARTICLES and k - j < 2:
+                k += 1
+            particle = k > j and k < n and toks[k].cap
             if t.cap and not (nxt.cap or particle):
                 break
             if not t.cap and nxt.cap:
@@ -348,8 +359,9 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[t
         score = 0.0 if words[0].low not in lex.given or not cue else score
     if score and not (len(words) == 1 and words[0].kind == "A" and not cue):
         out.append((s, e, score))
-        named.update(p.low for p in piece if p.kind in ("N", "U", "A") and len(p.low) > 2
-                     and (p.kind != "A" or cue))
+        # Only words that are nothing but names carry over to the rest of the note: "Date" in
+        # "Rajata Date" must not make every "Date:" a name.
+        named.update(p.low for p in piece if p.kind in ("N", "U") and len(p.low) > 2)
 
 
 def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexicon,
