@@ -77,6 +77,12 @@ MISSES = [
     ("He lost his job at Kroger in May.", ["Kroger"]),
     ("Mr. St. Pierre is stable.", ["St. Pierre"]),
     ("Mr. Okafor was seen. Later Okafor agreed to the plan.", ["Okafor"]),
+    ("Lives in Kalispell. Son Bartholomew visits.", ["Bartholomew"]),
+    ("Resident: ALVAREZ-QUIÑONES, MARÍA DE LOS ÁNGELES. Room 2", ["ALVAREZ-QUIÑONES, MARÍA DE LOS ÁNGELES"]),
+    ("we moved, send to 2231 w hill rd boise id 83702 thx", ["2231 w hill rd boise id 83702"]),
+    ("Callback # 773.555.0142 re VA file no. 28-476-1193", ["773.555.0142", "28-476-1193"]),
+    ("Pt: DESROSIERS, JEAN-BAPTISTE  Sex: M  Age: 91Y", ["DESROSIERS, JEAN-BAPTISTE", "91Y"]),
+    ("Card on file: 3459 926947 98754", ["3459 926947 98754"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),
@@ -140,6 +146,8 @@ NOT_IDENTIFIERS = [
     "Transferred from St. Joseph to Room 412B, bed 2.",
     "Age 90+ in the generalised record; 67-year-old at diagnosis.",
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
+    "Cooper's ligament intact; Beck's triad absent; Levine sign; Status-post CABG; Chest X-ray clear.",
+    "Abdomen: Soft, ND, NT. Lungs clear.",
 ]
 
 

@@ -387,7 +387,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         "DATE",
         # A month with a two-digit year that cannot be a day ("CABG in 3/80"), after a word that
         # introduces a date.
-        re.compile(r"\b(?:in|since|from|until|till|by|of|on|dated)[ \t]+(?P<v>(?:0?[1-9]|1[0-2])/[4-9]\d)(?![\d/]|\.\d)"),
+        re.compile(r"\b(?:in|since|from|until|till|by|of|on|dated)[ \t]+"
+                   r"(?P<v>(?:0?[1-9]|1[0-2])/[4-9]\d)(?![\d/]|\.\d)"),
         0.85,
         "v",
     ),
@@ -472,7 +473,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         keys=("ninety", "hundred"),
         wordy=True,
     ),
-    Recogniser("AGE", re.compile(r"(?P<v>9\d|1[01]\d)(?:F|M|yo[FM]|y/o[FM]?)\b"), 0.9, validate=_age_over_89,
+    Recogniser("AGE", re.compile(r"(?P<v>9\d|1[01]\d)(?:F|M|Y|yo[FM]|y/o[FM]?)\b"), 0.9, validate=_age_over_89,
                digits=True),
     Recogniser(
         "ADDRESS",
@@ -510,6 +511,14 @@ BUILTIN: tuple[Recogniser, ...] = (
                    rf"{_SP}\d{{1,4}}\b"),
         0.88,
         keys=("hwy", "highway", "route", "rte", "road", "rd"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # Town, state and ZIP in lower case ("boise id 83702").
+        re.compile(rf"\b[a-z]+(?:[ \t][a-z]+)?,?[ \t]+(?:{'|'.join(st.lower() for st in _STATES)}),?[ \t]+"
+                   rf"\d{{5}}(?:-\d{{4}})?\b"),
+        0.9,
+        gate=re.compile(r"\b[a-z]{2},?[ \t]+\d{5}\b"),
     ),
     Recogniser(
         "ADDRESS",
@@ -612,7 +621,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         "ACCOUNT",
         # American Express: 15 digits grouped 4-6-5, Luhn-checked.
         re.compile(r"(?<![\w-])(?P<v>3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"),
-        0.8,
+        0.86,
         "v",
         validate=lambda m: checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
         digits=True,
@@ -621,7 +630,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         "ACCOUNT",
         # Card-like numbers only with a valid Luhn check digit.
         re.compile(r"(?<![\w-])(?P<v>\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7})(?![\w-])"),
-        0.8,
+        # A valid check digit over 13-19 digits outweighs a label's reading of the first group.
+        0.86,
         "v",
         validate=lambda m: 13 <= len(re.sub(r"\D", "", m.group("v"))) <= 19
         and checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
@@ -680,6 +690,7 @@ OTHER_ID_CUES = (
     "DCF case", "SNAP case", "TANF case", "CPS case", "APS case", "A-number", "alien number", "USCIS", "NPI",
     "ref", "reference", "reference number", "confirmation", "confirmation number", "ticket", "voucher",
     "authorization", "auth", "prior auth", "referral number", "tracking number", "ID", "identifier", "EMPI",
+    "file no.", "file number", "C-file", "docket", "inmate", "booking number",
 )
 
 

@@ -22,8 +22,8 @@ from addons.phi.detect.lexicon import Lexicon, fold, load
 # A word: letters (any script) with inner apostrophes or hyphens, and a trailing dot (initials, titles).
 _TOKEN = re.compile(r"(?<![\w@./])[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*(?![\d_@])\.?")
 _PARTICLES = frozenset(
-    "de del della la da das do dos du des di van vander der den von zu le bin ibn al el y ben bint st mac ter ten"
-    .split()
+    """de del della la las los da das do dos du des di van vander der den von zu le bin ibn al el y ben bint st mac
+    ter ten""".split()
 )
 TITLES = frozenset("mr mrs ms miss mx dr dra prof sr sra srta mister madam fr rev".split())
 # Cue words right before a name (a colon, comma or dash may sit between).
@@ -77,7 +77,9 @@ EPONYM_AFTER = re.compile(
     r"|manoeuvre|line|drain|lymphoma|dementia|esophagus|oesophagus|thyroiditis|habitus|phenomenon|breathing"
     r"|respirations|point|flare|crisis|test|reflex|criteria|classification|fracture|tube|needle|repair"
     r"|operation|hernia|ulcer|cyst|node|nodes|body|bodies|tumor|tumour|anemia|anaemia|lesion|position"
-    r"|view|stain|block|fistula|formula|equation|index|law|rule|score|stage|type|contracture|diverticulum)\b",
+    r"|view|stain|block|fistula|formula|equation|index|law|rule|score|stage|type|contracture|diverticulum"
+    r"|ligament|triad|duct|gland|canal|space|fascia|membrane|artery|nerve|muscle|tendon|bursa|cells?|loop|pouch"
+    r"|capsule|pyramid|valve|tetralogy|pentad|angle|line|incision|criteria|solution|lotion|paste|splint|cast)\b",
     re.IGNORECASE)
 EPONYMS = frozenset(
     """
@@ -246,10 +248,16 @@ def find_names(text: str) -> list[tuple[int, int, float]]:
         while j < n:
             gap = _gap(text, toks[j - 1], toks[j])
             nxt = toks[j]
-            if gap not in (" ", "\t", "  ") and not (gap in (". ", ".") and toks[j - 1].raw.endswith(".")):
+            prev = toks[j - 1]
+            # A dot ends a sentence unless it ends an initial or a title ("J. Smith", "Dr. Lee").
+            short = prev.end - prev.start == 1 or prev.low in TITLES or prev.low in _SAINTS
+            dotted = prev.raw.endswith(".") and short
+            if gap not in (" ", "\t", "  ") and not (gap in (". ", ".") and dotted):
                 break
             k = j
-            while k < n and toks[k].raw.islower() and toks[k].low in _PARTICLES and k - j < 2:
+            while k < n and toks[k].low in _PARTICLES and k - j < 2 and (
+                toks[k].raw.islower() or (toks[k].raw.isupper() and t.raw.isupper())
+            ):
                 k += 1
             particle = k > j and k < n and toks[k].cap
             if t.cap and not (nxt.cap or particle):
@@ -374,11 +382,17 @@ def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexico
     if i >= len(toks) or text[last.end : toks[i].start] not in (", ", ",  ", ","):
         return None
     given: list[_Tok] = []
-    while i < len(toks) and len(given) < 3 and toks[i].cap and toks[i].kind != "S":
-        if given and _gap(text, given[-1], toks[i]) not in (" ",):
+    while i < len(toks) and len(given) < 5:
+        tk = toks[i]
+        if given and _gap(text, given[-1], tk) not in (" ",):
             break
-        given.append(toks[i])
+        particle = bool(given) and tk.low in _PARTICLES and i + 1 < len(toks) and toks[i + 1].cap
+        if not (particle or (tk.cap and tk.kind != "S")):
+            break
+        given.append(tk)
         i += 1
+    while given and given[-1].low in _PARTICLES:
+        given.pop()
     if not given or given[0].kind == "I":
         return None
     surname_ok = last.kind in ("N", "U") or (last.kind == "A" and last.low in lex.surnames)
