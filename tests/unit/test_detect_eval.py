@@ -57,6 +57,17 @@ def test_targets_on_the_test_split() -> None:
     assert sc.precision() >= TARGET_PRECISION
 
 
+def test_outside_check_on_i2b2_sample_notes() -> None:
+    """philter-lite's five annotated i2b2 notes: clinical text written outside this project."""
+    from tests.support.i2b2_sample import notes
+
+    sample = notes()
+    assert len(sample) == 5
+    d = _detector()
+    sc = score(sample, lambda t: [(s.start, s.end, s.type) for s in d.find(t)])
+    assert sc.recall() >= 0.85 and sc.precision() >= 0.90
+
+
 MISSES = [
     # Names of many origins, accents, "LAST, FIRST MI", labels that are not the usual cues.
     ("Seen with Arjun and Hiroshi; Ikenna Okafor and Tomasz Nowak present.", ["Ikenna Okafor", "Tomasz Nowak"]),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from addons.phi.detect import checks
+from addons.phi.detect.lexicon import load as load_lexicon
 from addons.phi.detect.names import find_names
 
 TYPES = (
@@ -755,6 +756,10 @@ class Detector:
         self._cache: OrderedDict[bytes, tuple[Span, ...]] = OrderedDict()
         self._cache_key = os.urandom(32)
         self.names = cfg.names and "NAME" not in cfg.disabled
+        if self.names:
+            # Loaded here, when the rules load, not on the first request: a missing list stops the
+            # load with its reason, and no response waits for the lists to be read.
+            load_lexicon()
         # (recogniser, keys, anchored): an anchored recogniser is a label pattern whose every match
         # starts at one of its keys, so it is tried only where a key occurs, not scanned.
         gated = [
