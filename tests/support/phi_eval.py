@@ -6,7 +6,7 @@ The notes are written as a clinic's, a payer's and an agent's text is written, n
 reads it: ten note kinds (discharge summaries, referral letters, nursing and social-work notes,
 portal and SMS messages, voicemail transcripts, agent memories, insurance and intake forms, lab
 reports), each from many hand-written templates; people of many origins (Faker's person lists from
-40 locales, romanised Japanese and Chinese names, and names made up from syllables that no list
+45 locales, romanised Japanese and Chinese names, and names made up from syllables that no list
 holds); lower-case chat; and one note in four with no identifier at all but dense look-alikes
 (codes, doses, lab values, vitals, times, versions, lot and room numbers, eponyms, public numbers).
 The labelling policy is tests/fixtures/phi_eval/README.md. The files are generated once and
