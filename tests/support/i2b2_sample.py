@@ -28,7 +28,8 @@ def notes() -> list[Note]:
         root = ET.parse(os.path.join(folder, name)).getroot()
         text = root.findtext("TEXT") or ""
         spans = []
-        for tag in root.find("TAGS") or []:
+        tags = root.find("TAGS")
+        for tag in tags if tags is not None else []:
             typ = _TYPES.get(tag.get("TYPE", ""))
             if typ is not None:
                 spans.append((int(tag.get("start", 0)), int(tag.get("end", 0)), typ))
