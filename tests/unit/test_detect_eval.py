@@ -94,6 +94,9 @@ MISSES = [
     ("Callback # 773.555.0142 re VA file no. 28-476-1193", ["773.555.0142", "28-476-1193"]),
     ("Pt: DESROSIERS, JEAN-BAPTISTE  Sex: M  Age: 91Y", ["DESROSIERS, JEAN-BAPTISTE", "91Y"]),
     ("Card on file: 3459 926947 98754", ["3459 926947 98754"]),
+    ("my husband, um, Otieno Kamau called", ["Otieno Kamau"]),
+    ("my baby daddy dwayne took my meds", ["dwayne"]),
+    ("Ireland mobile +353 87 123 4567", ["+353 87 123 4567"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),
@@ -165,6 +168,22 @@ NOT_IDENTIFIERS = [
 @pytest.mark.parametrize("text", NOT_IDENTIFIERS)
 def test_hard_negatives_are_left_alone(text: str) -> None:
     assert _found(text) == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("They live on Kingsbridge Rd in the Bronx.", {("ADDRESS", "Kingsbridge Rd"), ("ADDRESS", "Bronx")}),
+        ("Son called from Dearborn today.", {("ADDRESS", "Dearborn")}),
+        ("Couch surfing in Oakland since May.", {("ADDRESS", "Oakland")}),
+        ("Lives with son Tou in St. Paul, MN.", {("NAME", "Tou"), ("ADDRESS", "St. Paul, MN")}),
+        ("a letter from Maria", {("NAME", "Maria")}),
+        ("admitted in NSTEMI; seen in Clinic", set()),
+    ],
+)
+def test_places_are_typed_as_places(text: str, expected: set[tuple[str, str]]) -> None:
+    """Capitalised words after a locative word, or before a street word, are a place, not a person."""
+    assert _found(text) == expected
 
 
 @pytest.mark.parametrize(

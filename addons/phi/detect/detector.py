@@ -307,6 +307,9 @@ BUILTIN: tuple[Recogniser, ...] = (
     # E.164 ("+13125550199") stands alone; ten bare digits after a cue ("text me at"), or alone when
     # they are a valid North American number (a labelled identifier of ten digits outscores this).
     Recogniser("PHONE", re.compile(r"\+1[2-9]\d{9}(?!\d)"), 0.9, digits=True),
+    # International: a country code and groups of digits ("+353 87 123 4567", "+44 20 7946 0958").
+    Recogniser("PHONE", re.compile(r"\+(?:[2-9]\d{0,2})[ \t.\-]?\(?\d{1,4}\)?(?:[ \t.\-]?\d{2,4}){2,4}(?![\w\-])"), 0.9,
+               digits=True, validate=lambda m: 8 <= sum(c.isdigit() for c in m.group(0)) <= 15),
     Recogniser("PHONE", re.compile(r"(?<![\w\-./+])[2-9][0-8]\d[2-9]\d{6}(?![\w\-/])"), 0.6, digits=True,
                validate=lambda m: len(set(m.group(0))) > 3 and _not_public(m)),
     Recogniser(
@@ -540,7 +543,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser(
         "ADDRESS",
         # "City, ST" without a ZIP. States that are also credentials ("Lee, MD") need a ZIP.
-        re.compile(rf"\b(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b(?![\w\-])"),
+        re.compile(rf"(?:\b(?:St|Ste|Ft|Mt)\.[ \t]|\b)(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b"
+                   r"(?![\w\-])"),
         0.88,
         keys=(",",),
         gate=re.compile(r",[ \t]+[A-Z]{2}\b"),
@@ -876,8 +880,8 @@ class Detector:
                 typ = rec.retype(text, s) if rec.retype else rec.type
                 candidates.append(Span(s, e, typ, rec.score))
         if self.names:
-            for s, e, score in find_names(text):
-                candidates.append(Span(s, e, "NAME", score))
+            for s, e, score, typ in find_names(text):
+                candidates.append(Span(s, e, typ, score))
         return resolve(candidates)
 
     def _at_runs(self, text: str, wanted: frozenset[int], found: list[list[re.Match[str]]]) -> None:

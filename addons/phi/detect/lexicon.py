@@ -125,6 +125,7 @@ EXTRA_SAFE = frozenset(
     portuguese french korean hmong navajo
     bye hi hey hello lol ok okay pls plz u ur im ive dont cant wont btw asap tmrw tmr yeah yep nope thx ty
     postal x-ray xray x-rays chest
+    um uh er erm hmm umm uhh rd st ave blvd ln ct pl pkwy hwy ter cir apt ste
     till til gonna wanna gotta kinda idk omg brb ttyl np
     """.split()
 )

@@ -29,6 +29,7 @@ TITLES = frozenset("mr mrs ms miss mx dr dra prof sr sra srta mister madam fr re
 # Cue words right before a name (a colon, comma or dash may sit between).
 RELATIONS = frozenset(
     """
+    daddy mommy hubby wifey bro sis bf gf bff babe
     son daughter wife husband mother mom mum mama father dad papa spouse partner brother sister sibling
     guardian caregiver grandmother grandma grandfather grandpa grandson granddaughter grandchild aunt uncle
     niece nephew cousin friend neighbor neighbour landlord landlady roommate fiance fiancee fiancé fiancée
@@ -108,6 +109,9 @@ FUNCTION = frozenset(
 _SAINTS = frozenset(("st", "saint", "ste", "sainte"))
 
 
+Found = tuple[int, int, float, str]  # start, end, score, "NAME" or "ADDRESS"
+
+
 class _Tok(NamedTuple):
     start: int
     end: int  # without a trailing dot
@@ -121,8 +125,8 @@ def _kind(low: str, raw: str, lex: Lexicon) -> str:
     core = raw.rstrip(".")
     if len(core) == 1:
         return "I" if core.isupper() else "S"
-    if low in FUNCTION:
-        return "S"
+    if low in FUNCTION or low in ROLES:
+        return "S"  # "Son", "Nurse", "Daddy" cue a name; after a title they are one ("Mr. Son")
     parts = [p for p in low.split("-") if p]
     if len(parts) > 1 and low not in lex.safe:
         # Hyphenated: a name when a part is a name and not a word ("Smith-Jones"), a word when a
@@ -227,11 +231,11 @@ def _employer(text: str, start: int) -> bool:
     return EMPLOYER_BEFORE.search(text, max(0, start - 24), start) is not None
 
 
-def find_names(text: str) -> list[tuple[int, int, float]]:
+def find_names(text: str) -> list[Found]:
     """(start, end, score) of person and employer names in `text`."""
     lex = load()
     toks = _tokens(text, lex)
-    out: list[tuple[int, int, float]] = []
+    out: list[Found] = []
     named: set[str] = set()
     n = len(toks)
     i = 0
@@ -284,11 +288,11 @@ def _index(toks: Sequence[_Tok], tok: _Tok) -> int:
     return lo
 
 
-def _judge_capitalised(text: str, toks: Sequence[_Tok], run: list[_Tok], out: list[tuple[int, int, float]],
+def _judge_capitalised(text: str, toks: Sequence[_Tok], run: list[_Tok], out: list[Found],
                        named: set[str], lex: Lexicon) -> None:
     if _employer(text, run[0].start):
         end = run[min(len(run), 3) - 1]
-        out.append((run[0].start, end.end, 0.85))
+        out.append((run[0].start, end.end, 0.85, "NAME"))
         return
     # Leading titles and cue words are evidence, not part of the name.
     k = 0
@@ -316,7 +320,7 @@ def _cue_strong(text: str, toks: Sequence[_Tok], tk: _Tok) -> bool:
     return i > 0 and toks[i - 1].low in TITLES and toks[i - 1].raw[0].isupper()
 
 
-def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[tuple[int, int, float]],
+def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[Found],
                  named: set[str], lex: Lexicon) -> None:
     while piece and piece[-1].raw.islower() and piece[-1].low in _PARTICLES:
         piece = piece[:-1]
@@ -365,11 +369,43 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[t
         if first_i else True
     ):
         score = 0.0 if words[0].low not in lex.given or not cue else score
+    if not cue and (score or not all_caps) and _place(text, toks, piece, first_i, out, lex):
+        return
     if score and not (len(words) == 1 and words[0].kind == "A" and not cue):
-        out.append((s, e, score))
+        out.append((s, e, score, "NAME"))
         # Only words that are nothing but names carry over to the rest of the note: "Date" in
         # "Rajata Date" must not make every "Date:" a name.
         named.update(p.low for p in piece if p.kind in ("N", "U") and len(p.low) > 2)
+
+
+STREET_WORDS = frozenset(
+    "rd road st street ave avenue blvd boulevard ln lane way ct court pl place pkwy parkway hwy highway terrace ter"
+    " circle cir drive trail".split()
+)
+PLACE_BEFORE = frozenset("in from near outside around".split())
+
+
+def _place(text: str, toks: Sequence[_Tok], piece: list[_Tok], first_i: int, out: list[Found], lex: Lexicon) -> bool:
+    """Capitalised words that name a street ("on Kingsbridge Rd") or a place ("called from
+    Dearborn", "in the Bronx") rather than a person: recorded as an address. False when not one."""
+    if len(piece) > 1 and piece[-1].low in STREET_WORDS:
+        out.append((piece[0].start, piece[-1].end, 0.9, "ADDRESS"))
+        return True
+    last = _index(toks, piece[-1])
+    if last + 1 < len(toks):
+        nxt = toks[last + 1]
+        if nxt.cap and nxt.low in STREET_WORDS and text[piece[-1].end : nxt.start] == " ":
+            out.append((piece[0].start, nxt.end + (1 if nxt.raw.endswith(".") else 0), 0.9, "ADDRESS"))
+            return True
+    k = first_i - 1
+    if k >= 0 and toks[k].low == "the" and not toks[k].cap:
+        k -= 1
+    if k < 0 or toks[k].low not in PLACE_BEFORE or toks[k].cap or "\n" in text[toks[k].end : piece[0].start]:
+        return False
+    if toks[k].low == "from" and piece[0].low in lex.given:
+        return False  # "a message from Maria"
+    out.append((piece[0].start, piece[-1].end, 0.85, "ADDRESS"))
+    return True
 
 
 def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexicon,
@@ -404,7 +440,7 @@ def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexico
     return given, given[-1].end
 
 
-def _judge_lower(text: str, toks: Sequence[_Tok], i: int, out: list[tuple[int, int, float]],
+def _judge_lower(text: str, toks: Sequence[_Tok], i: int, out: list[Found],
                  named: set[str], lex: Lexicon) -> int:
     """Lower-case words from token i: a name only after a cue, or two name-list words together.
     Returns how many tokens were used (at least one)."""
@@ -423,15 +459,15 @@ def _judge_lower(text: str, toks: Sequence[_Tok], i: int, out: list[tuple[int, i
     if not take:
         return 1
     if cue or (len(take) >= 2 and take[0].kind == "N"):
-        out.append((take[0].start, take[-1].end, 0.8))
+        out.append((take[0].start, take[-1].end, 0.8, "NAME"))
         named.update(p.low for p in take if p.kind in ("N", "U") and len(p.low) > 2)
         return len(take)
     return 1
 
 
-def _everywhere(text: str, toks: Sequence[_Tok], named: set[str], out: list[tuple[int, int, float]]) -> None:
+def _everywhere(text: str, toks: Sequence[_Tok], named: set[str], out: list[Found]) -> None:
     """Every other mention of a word found as a name in this note."""
-    covered = sorted((s, e) for s, e, _ in out)
+    covered = sorted((f[0], f[1]) for f in out)
     import bisect
 
     starts = [s for s, _ in covered]
@@ -443,4 +479,4 @@ def _everywhere(text: str, toks: Sequence[_Tok], named: set[str], out: list[tupl
             continue
         if EPONYM_AFTER.match(text, t.end, t.end + 40):
             continue
-        out.append((t.start, t.end, 0.8))
+        out.append((t.start, t.end, 0.8, "NAME"))
