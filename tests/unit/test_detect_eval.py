@@ -162,6 +162,7 @@ NOT_IDENTIFIERS = [
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
     "Cooper's ligament intact; Beck's triad absent; Levine sign; Status-post CABG; Chest X-ray clear.",
     "Abdomen: Soft, ND, NT. Lungs clear.",
+    "Echo: EF 35%, moderate MR. Started on Entresto 24/26 mg BID. Per UpToDate, Chiari I malformation.",
 ]
 
 

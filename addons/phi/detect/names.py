@@ -80,7 +80,8 @@ EPONYM_AFTER = re.compile(
     r"|operation|hernia|ulcer|cyst|node|nodes|body|bodies|tumor|tumour|anemia|anaemia|lesion|position"
     r"|view|stain|block|fistula|formula|equation|index|law|rule|score|stage|type|contracture|diverticulum"
     r"|ligament|triad|duct|gland|canal|space|fascia|membrane|artery|nerve|muscle|tendon|bursa|cells?|loop|pouch"
-    r"|capsule|pyramid|valve|tetralogy|pentad|angle|line|incision|criteria|solution|lotion|paste|splint|cast)\b",
+    r"|capsule|pyramid|valve|tetralogy|pentad|angle|line|incision|criteria|solution|lotion|paste|splint|cast"
+    r"|malformation|deformity|anomaly|(?:I|II|III|IV)[ \t]+malformation)\b",
     re.IGNORECASE)
 EPONYMS = frozenset(
     """
@@ -101,7 +102,7 @@ FUNCTION = frozenset(
     when where who what which how why all any some each every my your his her its our their me him them us you
     he she it we they i till until about after before over under up down out off just also very too only still
     now again ever never always pick call come go see saw get got let make take give tell ask said says say
-    back home today tomorrow tonight morning please thanks thank sorry new old good bad well
+    back home today tomorrow tonight morning please thanks thank sorry new old good bad well per via
     """.split()
 )
 
@@ -189,7 +190,9 @@ def _cue_before(text: str, toks: Sequence[_Tok], i: int) -> bool:
     if len(gap) - len(g) > 2:
         return False  # form fields apart: "Relationship: Sister   Phone:"
     if w in TITLES and g in ("", ".", ":"):
-        return True
+        # "MR." in capitals is mitral regurgitation ending a sentence, unless the note shouts
+        # the name too ("DR. SMITH").
+        return not (p.raw.isupper() and len(p.raw.rstrip(".")) > 1 and not toks[i].raw.isupper())
     if g not in ("", ":", ",", "-", "\u2013", ".", ":-", "~", "):"):
         return False
     if w in LABELS:
@@ -333,8 +336,8 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[F
     first_i = _index(toks, piece[0])
     s, e = piece[0].start, piece[-1].end
     after = text[e : e + 40]
-    if EPONYM_AFTER.match(after) and len(piece) == 1:
-        return
+    if EPONYM_AFTER.match(after) and len(words) == 1:
+        return  # "Bell's palsy", "Chiari I malformation"
     if len(piece) > 1 and piece[0].low in _SAINTS and piece[0].cap:
         piece = piece[1:]
         first_i += 1
