@@ -97,6 +97,11 @@ MISSES = [
     ("my husband, um, Otieno Kamau called", ["Otieno Kamau"]),
     ("my baby daddy dwayne took my meds", ["dwayne"]),
     ("Ireland mobile +353 87 123 4567", ["+353 87 123 4567"]),
+    ("caring for her dad (hank, 91, dementia)", ["hank"]),
+    ("ATTENDING: MORRISON, J.   ROOM: 5W-512", ["MORRISON, J."]),
+    ("BIBA from a motel on Veterans Pkwy after a fall", ["Veterans Pkwy"]),
+    ("- user lives in ann arbor - user's phone 734 555 0177", ["ann arbor", "734 555 0177"]),
+    ("Chart review 5/6: no-show", ["5/6"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),

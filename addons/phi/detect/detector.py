@@ -378,7 +378,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         # often a fraction, a score or a ratio.
         re.compile(
             r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
-            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next|cath|surgery|appt"
+            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next|cath|surgery|appt|review"
+            r"|note|call|called|update|f/u"
             r"|appointment|scan|echo|labs|procedure|scheduled|planned)"
             r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
             r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
@@ -518,6 +519,15 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
+        # A street named without a number after "on", "off", "at", "near" ("on Veterans Pkwy").
+        re.compile(r"\b(?:on|off|at|near|along)[ \t]+(?P<v>(?:[A-Z][a-z]+[ \t]){1,3}(?:St|Street|Ave|Avenue|Rd|Road"
+                   r"|Blvd|Boulevard|Ln|Lane|Pkwy|Parkway|Hwy|Highway|Drive|Way|Ct|Court|Pl|Place|Ter|Terrace|Cir"
+                   r"|Circle|Trail)\b\.?)"),
+        0.88,
+        "v",
+    ),
+    Recogniser(
+        "ADDRESS",
         # Town, state and ZIP in lower case ("boise id 83702").
         re.compile(rf"\b[a-z]+(?:[ \t][a-z]+)?,?[ \t]+(?:{'|'.join(st.lower() for st in _STATES)}),?[ \t]+"
                    rf"\d{{5}}(?:-\d{{4}})?\b"),
@@ -559,7 +569,7 @@ BUILTIN: tuple[Recogniser, ...] = (
             r"[ \t]+(?:in|to|from|near|at)[ \t]+"
             r"(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}"
             r"|[a-z]{3,}(?:[ \t][a-z]{3,})?(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
-            r"|this|next|with|and|but)\b|[ \t]*[.,!]|[ \t]*$))",
+            r"|this|next|with|and|but)\b|[ \t]*[.,!;\-\u2013]|[ \t]*$))",
             re.MULTILINE,
         ),
         0.95,

@@ -193,7 +193,7 @@ def _cue_before(text: str, toks: Sequence[_Tok], i: int) -> bool:
         # "MR." in capitals is mitral regurgitation ending a sentence, unless the note shouts
         # the name too ("DR. SMITH").
         return not (p.raw.isupper() and len(p.raw.rstrip(".")) > 1 and not toks[i].raw.isupper())
-    if g not in ("", ":", ",", "-", "\u2013", ".", ":-", "~", "):"):
+    if g not in ("", ":", ",", "-", "\u2013", ".", ":-", "~", "):", "("):
         return False
     if w in LABELS:
         return g == ":"
@@ -432,8 +432,12 @@ def _given_after(text: str, toks: Sequence[_Tok], piece: list[_Tok], lex: Lexico
         i += 1
     while given and given[-1].low in _PARTICLES:
         given.pop()
-    if not given or given[0].kind == "I":
+    if not given or (given[0].kind == "I" and not cue):
         return None
+    if given[0].kind == "I":
+        # "MORRISON, J." after a cue: the initial and its dot.
+        end = given[0].end + (1 if text.startswith(".", given[0].end) else 0)
+        return given[:1], end
     surname_ok = last.kind in ("N", "U") or (last.kind == "A" and last.low in lex.surnames)
     given_ok = given[0].low in lex.given or given[0].kind in ("N", "U")
     if not (surname_ok and given_ok and (cue or given[0].low in lex.given or last.low in lex.surnames)):
