@@ -102,6 +102,8 @@ MISSES = [
     ("BIBA from a motel on Veterans Pkwy after a fall", ["Veterans Pkwy"]),
     ("- user lives in ann arbor - user's phone 734 555 0177", ["ann arbor", "734 555 0177"]),
     ("Chart review 5/6: no-show", ["5/6"]),
+    ("His wife said she works nights at Froedtert.", ["Froedtert"]),
+    ("and my birthday is october 4th 1990", ["october 4th 1990"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),
@@ -165,6 +167,7 @@ NOT_IDENTIFIERS = [
     "Transferred from St. Joseph to Room 412B, bed 2.",
     "Age 90+ in the generalised record; 67-year-old at diagnosis.",
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
+    "we march 5 miles a day; may 3 tabs help?",
     "Cooper's ligament intact; Beck's triad absent; Levine sign; Status-post CABG; Chest X-ray clear.",
     "Abdomen: Soft, ND, NT. Lungs clear.",
     "Echo: EF 35%, moderate MR. Started on Entresto 24/26 mg BID. Per UpToDate, Chiari I malformation.",

@@ -409,6 +409,17 @@ BUILTIN: tuple[Recogniser, ...] = (
         wordy=True,
     ),
     Recogniser(
+        "DATE",
+        # Chat writes months in lower case ("october 4th 1990"); never "may", a verb.
+        re.compile(r"\b(?:january|february|march|april|june|july|august|september|sept|october|november|december)"
+                   r"[ \t]+\d{1,2}(?:st|nd|rd|th)?\b(?![ \t]*(?:mg|ml|units?|tabs?|pills?|%"
+                   r"|miles?|km|times|days?|weeks?|months?|years?|hours?|min(?:ute)?s?|steps|blocks|laps|reps|lbs?"
+                   r"|pounds|kg)\b)(?:,?[ \t]+(?:19|20)\d{2}\b)?"),
+        0.85,
+        keys=("january", "february", "march", "april", "june", "july", "august", "september", "october", "november",
+              "december"),
+    ),
+    Recogniser(
         "NAME",
         # A dictation line's typists and their user names ("GPP/church/olinger", "XGT:holmes").
         re.compile(r"^[ \t]*[A-Z]{2,4}[:/][a-z]{2,}(?:/[a-z]{2,})*[ \t]*$", re.MULTILINE),

@@ -57,7 +57,8 @@ TALK_VERBS = frozenset("met spoke speaking talked discussed consulted conferred 
 SELF_CUES = frozenset("its it's im i'm iam".split())
 CLOSINGS = frozenset("thanks thank thx ty regards sincerely best cheers love warmly respectfully xo yours".split())
 EMPLOYER_BEFORE = re.compile(
-    r"(?:works?|working|worked|job|employed|employee|shift|hired)\s+(?:at|for|by|with)\s+$"
+    r"(?:works?|working|worked|job|employed|employee|shift|shifts|hired)(?:\s+(?:nights|days|evenings|weekends"
+    r"|part-time|full-time|there|now))?\s+(?:at|for|by|with)\s+$"
     r"|employer\s*[:\-]\s*$", re.IGNORECASE)
 CREDENTIAL = re.compile(
     r"[ \t]*,?[ \t]*(?:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PA|PhD|DDS|DMD|PharmD|LCSW|LICSW|MSW|FNP|FNP-C|CNM|LPN|CNA"
