@@ -114,6 +114,31 @@ _SAINTS = frozenset(("st", "saint", "ste", "sainte"))
 Found = tuple[int, int, float, str]  # start, end, score, "NAME" or "ADDRESS"
 
 
+# Everyday words that are also names, missing from the safe-word list (which leaves out every
+# name): a capitalised one at the start of a sentence ("Grant funding", "Chase the result") needs
+# a cue or a neighbouring name to be a name.
+WORD_NAMES = frozenset(
+    """
+    grant grace mercy hope faith joy will bill sue chase hunter mason jack amber crystal art max rose iris ivy
+    lily daisy violet dawn summer autumn april june may august gene guy mark frank pat rob ray sandy rusty penny
+    ruby pearl jade angel baby king prince duke earl major bishop deacon page young brown white green black gray
+    grey long short little small strong stone wood woods hill field lake rivers banks bush price cash gold silver
+    gates waters bond bell rich rush sharp wise best love hale hardy moody noble sunny storm rain river sky star
+    trust honor justice liberty melody harmony destiny serenity trinity unity patience prudence charity constance
+    cherry berry olive hazel holly heather laurel myrtle willow fern flora sage basil jasmine poppy austin dallas
+    jordan madison paris florence lincoln georgia virginia victoria carolina phoenix denver houston brooklyn
+    cooper baker miller carter porter turner fisher hunter walker parker taylor tanner booker butler chandler
+    dean drew lane marshall reed rhodes sterling wells west north south east shepherd gay gaye hart hunt joiner
+    """.split()
+)
+# Words after capitalised words that make them an organisation's name ("Grace Hospital").
+ORG_AFTER = re.compile(
+    r"[ \t]+(?:Hospital|Clinic|Health|Healthcare|Medical|Center|Centre|Foundation|University|College|School"
+    r"|Church|Pharmacy|Institute|Hospice|Manor|Village|Memorial|Regional|Community|Labs?|Laboratory|Group"
+    r"|Associates|Partners|Inc|LLC|Corp|Company|Bank|Insurance|Plan|Network|Services|Society|Association)\b"
+)
+
+
 class _Tok(NamedTuple):
     start: int
     end: int  # without a trailing dot
@@ -140,7 +165,7 @@ def _kind(low: str, raw: str, lex: Lexicon) -> str:
             return "S"
         return "A" if "A" in kinds else "U"
     named = low in lex.given or low in lex.surnames
-    safe = low in lex.safe or low in EPONYMS
+    safe = low in lex.safe or low in EPONYMS or low in WORD_NAMES
     if named:
         return "A" if safe else "N"
     return "S" if safe else "U"
@@ -339,6 +364,8 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[F
     after = text[e : e + 40]
     if EPONYM_AFTER.match(after) and len(words) == 1:
         return  # "Bell's palsy", "Chiari I malformation"
+    if ORG_AFTER.match(after) and not _cue_before(text, toks, first_i):
+        return  # "Grace Hospital", "Mercy Health": an organisation
     if len(piece) > 1 and piece[0].low in _SAINTS and piece[0].cap:
         piece = piece[1:]
         first_i += 1
@@ -380,6 +407,8 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[F
         # Only words that are nothing but names carry over to the rest of the note: "Date" in
         # "Rajata Date" must not make every "Date:" a name.
         named.update(p.low for p in piece if p.kind in ("N", "U") and len(p.low) > 2)
+        if len(words) > 1 and words[0].kind == "A" and words[0].low in lex.given:
+            named.add(words[0].low)  # "Grace Smith ... Grace agreed"
 
 
 STREET_WORDS = frozenset(
@@ -458,7 +487,9 @@ def _judge_lower(text: str, toks: Sequence[_Tok], i: int, out: list[Found],
         t = toks[k]
         if t.cap or (take and _gap(text, take[-1], t) != " "):
             break
-        if t.kind == "N" or (cue and k == i and len(t.low) > 2 and t.kind == "U"):
+        pair = k + 1 < len(toks) and toks[k + 1].kind == "N" and not toks[k + 1].cap
+        if t.kind == "N" or (cue and k == i and len(t.low) > 2 and (t.kind == "U" or (
+                t.kind == "A" and t.low in lex.given and pair))):
             take.append(t)
         elif t.kind == "A" and take and k == i + 1 and t.low in lex.surnames:
             take.append(t)
