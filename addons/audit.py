@@ -1,10 +1,17 @@
 """The audit addon: last in the chain, it records every flow before the client sees the answer.
 
-Its response (and error) hook builds the flow's event from the FlowContext every earlier addon
-filled in, appends it to the node's ledger and awaits the group commit: the response is released
-only once its event is durable (164.312(b)). If the ledger cannot be written, the flow's response
-is replaced with a 503, `/-/readyz` says why, and the request hook refuses new requests before they
-reach the backend, until the writer recovers: nothing passes unaudited.
+Write-ahead intent: its request hook, the last one before a request leaves, appends an intent
+record (who, what, decision, a PHI-free summary) and awaits its group commit: the backend never
+sees a request the ledger does not already hold; if the intent cannot be written the request is
+refused with a 503 instead. Its response (and error) hook builds the flow's event (the outcome:
+status, masking summary, bytes, naming its intent) from the FlowContext every earlier addon filled
+in and awaits that commit too: the response is released only once its event is durable and signed
+(164.312(b)). A gateway killed in between leaves an intent without an outcome, which `verify` and
+the packet report as "outcome unknown".
+
+`AuditGate` (`audit.gate`) stands early in the chain: while the ledger cannot be written (or did
+not open), it refuses a request before classification, holds or approver notifications; readyz
+says why, until the writer recovers. Nothing passes unaudited.
 
 Alongside the event it records authentication failures (log-in monitoring), decided holds
 (approvals), rule-file versions, and, when a recording key is set, the exchange itself (request
@@ -27,10 +34,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
+from addons.core import upstream_errors
 from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
+from addons.core.startup import runtime_error
 from addons.ledger import keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings
@@ -41,8 +50,7 @@ log = logging.getLogger("phigate")
 UNAUDITED_PATHS = frozenset({"/-/healthz", "/-/readyz"})
 OPEN_WAIT_S = 30.0
 DENY_STAGES = frozenset({Stage.IDENTITY, Stage.POLICY, Stage.APPROVAL})
-INT_OPTIONS = ("phigate_audit_checkpoint_events", "phigate_audit_checkpoint_seconds", "phigate_audit_seal_events",
-               "phigate_retention_days", "phigate_session_idle_seconds")
+INT_OPTIONS = ("phigate_audit_seal_events", "phigate_retention_days", "phigate_session_idle_seconds")
 
 
 @dataclass(slots=True)
@@ -92,7 +100,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
     if c.refusal is not None:
         error = f"{c.refusal.error}: {c.refusal.detail}"
     elif flow.error is not None:
-        error = flow.error.msg
+        # mitmproxy's message can quote the upstream's bytes: only its class is recorded.
+        error = upstream_errors.classify(flow.error.msg, flow.request.timestamp_end is not None).reason
     peer = flow.client_conn.peername
     return {
         "request_id": c.request_id,
@@ -115,7 +124,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "decision": _decision(flow, c),
         "rule_ids": list(dict.fromkeys(rule_ids)),
         "stage": c.refusal.stage.value if c.refusal else (Stage.UPSTREAM.value if flow.error else None),
-        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type)} if m else None,
+        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type),
+                    "headers_dropped": m.headers_dropped} if m else None,
         "fields_disclosed": list(m.fields_disclosed) if m else None,
         "subject_refs": list(m.subject_refs) if m else None,
         "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),
@@ -125,6 +135,35 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "bytes_out": len(resp.raw_content or b"") if resp is not None else 0,
         "latency_ms": round((time.monotonic() - c.started_mono) * 1000.0, 3),
         "error": error,
+        "intent_seq": c.intent_seq,
+        "rules_version": c.rules.version if c.rules is not None else None,
+    }
+
+
+def build_intent(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[str, Any]:
+    """The intent row for a request about to be forwarded: who, what, decision, never a body."""
+    ident, op = c.identity, c.operation
+    rule_ids = [r for r in (c.decision.rule_id if c.decision else None, c.hold.rule_id if c.hold else None) if r]
+    peer = flow.client_conn.peername
+    return {
+        "request_id": c.request_id,
+        "session_id": session_id,
+        "subject": ident.subject if ident else None,
+        "client_id": ident.client_id if ident else None,
+        "roles": sorted(ident.roles) if ident else None,
+        "client_addr": peer[0] if peer else None,
+        "user_agent": flow.request.headers.get("user-agent"),
+        "backend": op.backend if op else ctx.options.phigate_profile or None,
+        "operation": op.kind.value if op else None,
+        "collection": op.collection if op else None,
+        "method": op.method if op else flow.request.method,
+        "path": (op.path if op else flow.request.path).split("?", 1)[0],
+        "request_summary": dict(c.request_summary) if c.request_summary is not None else None,
+        "decision": _decision(flow, c),
+        "rule_ids": list(dict.fromkeys(rule_ids)),
+        "hold_id": c.hold.hold_id if c.hold else None,
+        "break_glass": c.break_glass is not None,
+        "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),
         "rules_version": c.rules.version if c.rules is not None else None,
     }
 
@@ -154,8 +193,20 @@ def exchange(flow: http.HTTPFlow) -> bytes:
     )
 
 
+class AuditGate:
+    """The audit addon's early hook: a broken ledger refuses a request before anything acts on it."""
+
+    def __init__(self, audit: Audit) -> None:
+        self.audit = audit
+
+    @fail_closed(Stage.AUDIT, 503)
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.audit.refuse_if_broken(flow)
+
+
 class Audit:
     def __init__(self) -> None:
+        self.gate = AuditGate(self)
         self.ledger: Ledger | None = None
         self.sessions = Sessions()
         self.start_error: str | None = None
@@ -175,8 +226,9 @@ class Audit:
             "used when phigate_audit_key_file is empty.")
         add("phigate_witness", str, "", "File or folder (outside the audit dir) that every signed checkpoint is "
             "also appended to; default: the folder AUDIT_DIR-witness next to the audit dir.")
-        add("phigate_audit_checkpoint_events", int, 1000, "Sign a checkpoint at least every N records.")
-        add("phigate_audit_checkpoint_seconds", int, 10, "Sign a checkpoint at least every T seconds (if new records).")
+        add("phigate_witness_append_only", bool, False, "Require this node's witness file to be append-only "
+            "(chattr +a; set by the gateway when it runs with CAP_LINUX_IMMUTABLE, else by the operator). Off: "
+            "checked at start and a warning logged when it is not. On and not append-only: traffic is refused.")
         add("phigate_audit_seal_events", int, 50_000, "Records per write-ahead segment before it is sealed into "
             "an immutable DuckDB segment file.")
         add("phigate_recording_key_file", str, "", "File with the AES-GCM session recording key(s), one "
@@ -222,7 +274,11 @@ class Audit:
             audit_dir = Path(opts.confdir).expanduser() / "phigate-audit"
             log.warning("phigate: option phigate_audit_dir is not set; writing the audit ledger to %s "
                         "(set --set phigate_audit_dir=/var/lib/phigate/audit in production)", audit_dir)
-        witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        try:
+            witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        except OSError as exc:
+            self._fail_start(f"cannot open the audit witness next to {audit_dir}: {exc.strerror}")
+            return
         signing = self._signing
         if signing is None:
             # Without a configured key the ledger is still hash-chained; checkpoints are signed with a
@@ -233,21 +289,49 @@ class Audit:
                         keys.key_id_of(signing.public_key()))
         if self._recording is None:
             log.warning("phigate audit: no recording key configured: request/response bodies are not recorded")
-        settings = Settings(opts.phigate_audit_checkpoint_events, opts.phigate_audit_checkpoint_seconds,
-                            opts.phigate_audit_seal_events, opts.phigate_retention_days)
+        settings = Settings(opts.phigate_audit_seal_events, opts.phigate_retention_days)
         try:
             ledger = self._open(audit_dir, opts.phigate_node_id, signing, witness, settings)
         except LedgerError as exc:
-            self.start_error = str(exc)
-            log.error("phigate audit: %s; refusing all traffic", exc)
-            self._opened.set()
+            self._fail_start(str(exc))
             return
+        problem = self._check_witness(ledger, opts.phigate_witness_append_only)
+        if problem and opts.phigate_witness_append_only:
+            ledger.close()
+            self._fail_start(problem)
+            return
+        if problem:
+            log.warning("phigate audit: %s", problem)
         self.ledger = ledger
         self._opened.set()
         ledger.start()
         sink.attach(ledger, asyncio.get_running_loop())
         rulefiles.on_version(self._rule_version)
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
+
+    def _fail_start(self, why: str) -> None:
+        # A runtime condition, not a configuration error: the process stays up, refuses every
+        # request with 503 and says why in /-/readyz (an exit would leave load balancers and
+        # operators with nothing but a restart loop).
+        self.start_error = why
+        runtime_error(log, "phigate audit: %s; refusing all traffic", why)
+        self._opened.set()
+
+    @staticmethod
+    def _check_witness(ledger: Ledger, require: bool) -> str | None:
+        """Why the witness is not append-only (None when it is). Threat: an operator (or a process)
+        with the gateway's account rewriting the witness together with the ledger."""
+        try:
+            append_only = ledger.witness_append_only(set_flag=require)
+        except OSError as exc:
+            return f"the witness {ledger.witness} cannot be opened ({exc.strerror})"
+        if append_only:
+            return None
+        if append_only is None:
+            return (f"the witness {ledger.witness} is on a filesystem without an append-only attribute: the "
+                    "gateway's user could rewrite it (put it on ext4/XFS/Btrfs with chattr +a, or ship it off-host)")
+        return (f"the witness {ledger.witness} is not append-only: the gateway's user could rewrite it "
+                f"(run `chattr +a {ledger.witness}` as root)")
 
     def _open(self, audit_dir: Path, node_id: str, signing: Ed25519PrivateKey, witness: Path,
               settings: Settings) -> Ledger:
@@ -306,16 +390,45 @@ class Audit:
 
     # ------------------------------------------------------------------ hooks
 
-    @fail_closed(Stage.AUDIT, 503)
-    def request(self, flow: http.HTTPFlow) -> None:
-        # Still starting (ledger not open yet): let it through; its response waits for the ledger.
+    def refuse_if_broken(self, flow: http.HTTPFlow) -> bool:
+        """Refuse the flow while the ledger cannot record (still starting is not broken: it waits)."""
         reason = self.start_error or (self.ledger.broken if self.ledger is not None else None)
-        if reason:
-            # Threat: a request served while the ledger is down would be an unaudited PHI access.
-            if self.ledger is not None:
-                self.ledger.refused_while_broken += 1
+        if not reason:
+            return False
+        # Threat: a request served while the ledger is down would be an unaudited PHI access.
+        # (Counted once, when its outcome cannot be recorded either: see _refuse.)
+        refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+               "the audit ledger cannot record requests; the gateway refuses traffic until it can")
+        return True
+
+    @fail_closed(Stage.AUDIT, 503)
+    async def request(self, flow: http.HTTPFlow) -> None:
+        # Last request hook: what is not refused by now is forwarded, so its intent goes first.
+        if self.refuse_if_broken(flow):
+            return
+        c = context(flow)
+        ledger = await self._ready_ledger()
+        if ledger is None:
             refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
                    "the audit ledger cannot record requests; the gateway refuses traffic until it can")
+            return
+        if c.session_id is None:
+            peer = flow.client_conn.peername
+            c.session_id = self.sessions.assign(c.identity, peer[0] if peer else None, time.time())
+        try:
+            c.intent_seq = await ledger.append("intent", build_intent(flow, c, c.session_id))
+        except LedgerError:
+            # Threat: a write or delete the backend carries out with no record of it.
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger could not record this request's intent; it was not forwarded")
+
+    async def _ready_ledger(self) -> Ledger | None:
+        """The open, writable ledger; while the gateway is still starting, wait for it to open."""
+        if self.ledger is None and self.start_error is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), OPEN_WAIT_S)
+        ledger = self.ledger
+        return None if ledger is None or ledger.broken else ledger
 
     @fail_closed(Stage.AUDIT, 503)
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -332,13 +445,10 @@ class Audit:
         op = c.operation
         if op is not None and op.kind == OpKind.HEALTH and op.path in UNAUDITED_PATHS:
             return
-        if self.ledger is None and self.start_error is None:
-            # A flow that finished while the gateway was still starting: wait for the ledger rather
-            # than release it unaudited (or refuse a request a moment too early).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._opened.wait(), OPEN_WAIT_S)
-        ledger = self.ledger
-        if ledger is None or ledger.broken:
+        # A flow that finished while the gateway was still starting waits for the ledger rather
+        # than being released unaudited (or refused a moment too early).
+        ledger = await self._ready_ledger()
+        if ledger is None:
             self._refuse(flow, c)
             return
         if c.auth_failure is not None:

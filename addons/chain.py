@@ -28,15 +28,17 @@ from addons.policy import Policy  # noqa: E402
 
 
 def build() -> list[object]:
+    audit = Audit()
     return [
         Gateway(),  # options, start-up checks, rule reloads, /-/healthz and /-/readyz
+        audit.gate,  # a ledger that cannot record refuses here: before classification, holds or paging
         Identity(),  # verify the OIDC access token (or refuse 401/400/503) -> ctx.identity
         Classify(),  # canonical target, backend profile: method + path + body -> ctx.operation (or 400)
         Policy(),  # default-deny rules -> ctx.decision (403 with rule id and reason)
         Approvals(),  # hold risky requests until a human decides (admin API + console) -> ctx.hold
         Forward(),  # final gate: only allowed or released flows leave; credential swap
         Masking(),  # detokenize request handles, mask responses per role (or 502) -> ctx.masking
-        Audit(),  # last: one durable, tamper-evident event per flow before the response leaves (or 503)
+        audit,  # last: a durable intent before the request leaves, a durable signed event before the response
     ]
 
 

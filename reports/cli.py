@@ -20,9 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from addons.ledger import keys
+from addons.ledger.read import read_error_text
 from reports import build, disclosures, generate, manifest, review
 from reports.period import PeriodError, parse_period
 from reports.source import LedgerError, open_ledger
@@ -274,6 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PeriodError, LedgerError, keys.AuditKeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except duckdb.Error as exc:
+        # Damage found while querying (past opening): name the file that cannot be read.
+        print(f"error: {_read_error(argv, exc)}", file=sys.stderr)
+        return 1
+
+
+def _read_error(argv: Sequence[str], exc: duckdb.Error) -> str:
+    ledger = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ledger"), None)
+    return read_error_text(ledger or _env("PHIGATE_AUDIT_DIR") or ".", exc)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,10 @@ def open_ledger(path: str | Path) -> duckdb.DuckDBPyConnection:
         read = _ledger_module("read")
         if read is None or not hasattr(read, "open_ledger"):
             raise LedgerError(f"{p} is a ledger folder but addons.ledger.read.open_ledger is not available")
-        con = read.open_ledger(p)
+        try:
+            con = read.open_ledger(p, warn=read.warn_stderr)
+        except (RuntimeError, duckdb.Error) as exc:  # read.LedgerReadError names the file and seq range
+            raise LedgerError(str(exc)) from exc
     else:
         raise LedgerError(
             f"no ledger at {p}: pass --ledger with the gateway's ledger folder (or set PHIGATE_LEDGER)"

@@ -16,7 +16,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from addons.ledger.read import TABLES, open_ledger
+import duckdb
+
+from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
                "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
@@ -62,7 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "parquet" and args.out == "-":
         print("error: parquet is binary: pass --out FILE.parquet", file=sys.stderr)
         return 2
-    con = open_ledger(args.dir)
+    try:
+        return _export(args, start, end)
+    except (LedgerReadError, duckdb.Error) as exc:
+        print(f"error: {read_error_text(args.dir, exc)}", file=sys.stderr)
+        return 1
+
+
+def _export(args: argparse.Namespace, start: dt.datetime, end: dt.datetime) -> int:
+    con = open_ledger(args.dir, warn=warn_stderr)
     try:
         col = TIME_COLUMN[args.table]
         exclude = "" if args.with_entry or args.table == "checkpoints" else " EXCLUDE (entry)"

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 
 from addons.ledger import layout, recording
-from addons.ledger.read import open_ledger
+from addons.ledger.read import LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 HOP_BY_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
                         "upgrade", "proxy-connection", "trailer"})
@@ -44,7 +45,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def session_events(audit_dir: Path, session: str) -> list[dict[str, Any]]:
-    con = open_ledger(audit_dir)
+    con = open_ledger(audit_dir, warn=warn_stderr)
     try:
         cur = con.execute(
             "SELECT node_id, seq, strftime(ts, '%Y-%m-%dT%H:%M:%S.%fZ') AS ts, request_id, subject, client_id, "
@@ -107,11 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (recording.RecordingKeyError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    events = session_events(audit_dir, args.session)
+    try:
+        events = session_events(audit_dir, args.session)
+        recs = recordings_for(audit_dir, args.session) if events else {}
+    except (LedgerReadError, duckdb.Error, recording.RecordingCorrupt) as exc:
+        why = str(exc) if isinstance(exc, recording.RecordingCorrupt) else read_error_text(audit_dir, exc)
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     if not events:
         print(f"error: no events for session {args.session!r} in {audit_dir}", file=sys.stderr)
         return 1
-    recs = recordings_for(audit_dir, args.session)
     failures = 0
     for n, ev in enumerate(events, 1):
         rec = recs.get((ev["node_id"], int(ev["seq"])))

@@ -1,9 +1,10 @@
 """`./run.sh verify`: recompute the audit ledger and report the first thing wrong with it.
 
-    ./run.sh verify [--dir AUDIT_DIR] [--witness PATH] [--public-key FILE ...] [--json]
+    ./run.sh verify [--dir AUDIT_DIR] [--witness PATH] [--public-key FILE ...] [--allow-unsigned-tail] [--json]
     ./run.sh verify --event REQUEST_ID|NODE:SEQ      print an inclusion proof for one event
 
-Exit status: 0 verified, 1 the ledger fails verification, 2 bad usage (missing folder or key).
+Exit status: 0 verified, 1 the ledger fails verification (a record no signed checkpoint covers
+included, unless --allow-unsigned-tail), 2 bad usage (missing folder or key).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from addons.ledger import keys, layout, verify
+from addons.ledger.read import LedgerReadError
 
 
 def common_args(p: argparse.ArgumentParser) -> None:
@@ -36,6 +38,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                         "from --key-file / PHIGATE_AUDIT_KEY_FILE / PHIGATE_AUDIT_KEY, else AUDIT_DIR/keys/")
     p.add_argument("--key-file", default=os.environ.get("PHIGATE_AUDIT_KEY_FILE", ""),
                    help="the signing key file (its public half is used)")
+    p.add_argument("--allow-unsigned-tail", action="store_true",
+                   help="do not fail on records after the last signed checkpoint (reading a ledger a gateway is "
+                        "writing at this moment); the gateway signs every batch it acknowledges")
     p.add_argument("--event", metavar="ID", help="print an inclusion proof for this event (request id or NODE:SEQ)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p.parse_args(list(argv))
@@ -68,11 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    witness = layout.witness_location(args.witness) if args.witness else None
+    witness = Path(args.witness) if args.witness else None
+    if witness is not None and not witness.exists():
+        # A witness that was given but is gone is a finding, not "nothing in the witness".
+        print(f"FAILED: the witness {witness} does not exist (deleted, or the wrong path)")
+        return 1
     if args.event:
         return _proof(audit_dir, args.event, pubs, witness)
     started = time.perf_counter()
-    report = verify.verify(audit_dir, pubs, witness)
+    report = verify.verify(audit_dir, pubs, witness, allow_unsigned_tail=args.allow_unsigned_tail)
     took = time.perf_counter() - started
     if args.json:
         print(orjson.dumps({
@@ -80,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "nodes": [{"node_id": n.node_id, "records": n.leaves, "events": n.events,
                        "signed_size": n.last_signed_size, "unsigned_tail": n.unsigned_tail,
                        "checkpoints": n.checkpoints, "witness_checkpoints": n.witness_checkpoints,
+                       "outcome_unknown": n.outcome_unknown,
                        "latest_checkpoint": n.last_signed.as_row() if n.last_signed else None}
                       for n in report.nodes],
             "problems": [{"node_id": p.node_id, "seq": p.seq, "what": p.what} for p in report.problems],
@@ -108,7 +118,7 @@ def _proof(audit_dir: Path, ident: str, pubs: dict[str, Ed25519PublicKey], witne
     try:
         node_id, seq = verify.find_event(audit_dir, ident)
         proof = verify.inclusion_proof(audit_dir, node_id, seq, pubs, witness)
-    except LookupError as exc:
+    except (LookupError, LedgerReadError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 1
     print(orjson.dumps(proof, option=orjson.OPT_INDENT_2).decode())

@@ -6,6 +6,7 @@
         wal-000000000101.ndjson          write-ahead segment, leaves from seq 101 (fsync'd, group commit)
         seg-000000000001-000000000100.duckdb   sealed segment: immutable DuckDB file, seq 1..100
         recordings/rec-YYYYMMDD.ndjson   encrypted session recordings (AES-GCM), purged by retention
+        quarantine/wal-FIRST-LAST-T.ndjson   records no signed checkpoint covered at start (never signed)
       keys/KEY_ID.pub                    public halves of the checkpoint signing keys
     WITNESS (a file, or a folder with NODE_ID.ndjson per node) outside AUDIT_DIR: signed checkpoints
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEQ_WIDTH = 12
+QUARANTINE_DIR = "quarantine"
 _WAL = re.compile(r"^wal-(\d+)\.ndjson$")
 _SEG = re.compile(r"^seg-(\d+)-(\d+)\.duckdb$")
 _NODE_OK = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

@@ -127,11 +127,20 @@ def day_file(directory: Path, ts: float) -> Path:
     return directory / f"rec-{dt.datetime.fromtimestamp(ts, dt.UTC):%Y%m%d}.ndjson"
 
 
+class RecordingCorrupt(ValueError):
+    """A recordings file line that is not a sealed record (damaged, or not a recordings file)."""
+
+
 def iter_records(directory: Path) -> Iterator[dict[str, Any]]:
     for path in sorted(directory.glob("rec-*.ndjson")):
         data = path.read_bytes()
-        for line in data[: data.rfind(b"\n") + 1].splitlines():
-            yield orjson.loads(line)
+        for lineno, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), 1):
+            try:
+                rec = orjson.loads(line)
+                int(rec["seq"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise RecordingCorrupt(f"{path} line {lineno}: not a recorded exchange ({type(exc).__name__})") from exc
+            yield rec
 
 
 def purge(directory: Path, retention_days: int, now: float) -> list[Path]:

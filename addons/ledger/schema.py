@@ -78,6 +78,22 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # The rules snapshot (profile, policy, masking) an event was decided and masked under.
     Migration("0002_event_rules_version", "ALTER TABLE events ADD COLUMN rules_version VARCHAR;"),
+    Migration(
+        "0003_intents",
+        """
+        -- Write-ahead intent: durable before a request is forwarded (who, what, decision, a PHI-free
+        -- summary). The outcome is the flow's event, which names its intent in intent_seq; an intent
+        -- no event names is a forwarded request whose outcome is unknown (the gateway stopped).
+        CREATE TABLE intents (
+          seq BIGINT NOT NULL, ts TIMESTAMP, node_id VARCHAR, request_id VARCHAR, session_id VARCHAR,
+          subject VARCHAR, client_id VARCHAR, roles VARCHAR[], client_addr VARCHAR, user_agent VARCHAR,
+          backend VARCHAR, operation VARCHAR, collection VARCHAR, method VARCHAR, path VARCHAR,
+          request_summary JSON, decision VARCHAR, rule_ids VARCHAR[], hold_id VARCHAR, break_glass BOOLEAN,
+          purpose VARCHAR, rules_version VARCHAR, entry VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
+        );
+        ALTER TABLE events ADD COLUMN intent_seq BIGINT;
+        """,
+    ),
 )
 
 # Record kinds a caller may append (`sink.record(kind, row)`) -> their table.
@@ -88,6 +104,7 @@ LEAF_TABLES: dict[str, str] = {
     "rule_version": "rule_versions",
     "review": "reviews",
     "incident": "incidents",
+    "intent": "intents",
 }
 # Columns the ledger fills itself, never taken from a caller's row.
 LEDGER_COLUMNS = ("seq", "entry", "leaf_hash")

@@ -4,9 +4,14 @@ Per node: every leaf's entry is re-hashed and compared with its stored leaf hash
 every typed column is compared with its entry, in SQL over whole tables (an edited column, a
 swapped sequence number); sequence numbers must run 1..N without gaps or repeats (a deleted or
 inserted record); the Merkle root is recomputed at every signed checkpoint's size and compared
-(a consistently rewritten record); every checkpoint's Ed25519 signature is checked; and the
-witness, kept outside the ledger, must not know of a larger tree than the ledger holds (a cut
-tail, or the whole ledger replaced by an older copy).
+(a consistently rewritten record); every checkpoint's Ed25519 signature is checked; every record
+must be covered by a valid checkpoint (the writer signs each batch it acknowledges, so an uncovered
+record was never acknowledged, or was appended without the key); and the witness, kept outside the
+ledger, must hold this node's checkpoints when it is given, every one of them must still be in the
+ledger (deleted checkpoints), and it must not know of a larger tree than the ledger holds (a cut
+tail, or the whole ledger replaced by an older copy). A file that cannot be read (a damaged or
+foreign segment, a malformed write-ahead line) is a problem naming the file and the seq range,
+never an exception.
 """
 
 # SQL here is built from table and column names of our own schema; values are bound parameters.
@@ -51,7 +56,12 @@ class NodeResult:
     last_signed_size: int = 0
     last_signed: keys.Checkpoint | None = None
     unsigned_tail: int = 0
+    ledger_signed: int = 0  # validly signed checkpoints in the ledger itself
+    max_signed_size: int = 0  # the largest tree size a validly signed checkpoint claims (root match aside)
+    # Intents (request forwarded) with no outcome record: in flight, or the gateway stopped.
+    outcome_unknown: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -78,6 +88,8 @@ class NodeData:
     leaf_mismatch: list[int] = field(default_factory=list)
     checkpoints: list[keys.Checkpoint] = field(default_factory=list)
     events: int = 0
+    intents: list[int] = field(default_factory=list)
+    outcomes: set[int] = field(default_factory=set)
 
     def add(self, seqs: list[int], entries: list[bytes], stored_hex: list[str | None]) -> None:
         sha = hashlib.sha256
@@ -145,22 +157,23 @@ def _segment_query(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _which_columns(con: duckdb.DuckDBPyConnection, table: str, seq: int, entry: str) -> str:
+    """Name the columns of one row that no longer say what its entry says, parsing the entry the
+    same way sealing does (json_transform into the column types)."""
     cols = dict(schema.entry_columns(table))
     present = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] in cols]
-    bad: list[str] = []
-    for c in present:
-        same = con.execute(
-            f'SELECT bool_and(NOT ("{c}" IS DISTINCT FROM TRY_CAST(json_extract(?, \'$.{c}\') AS {cols[c]}) '
-            f'OR (json_extract(?, \'$.{c}\') IS NULL AND "{c}" IS NOT NULL))) FROM {table} WHERE seq = ?',
-            [entry, entry, seq],
-        ).fetchone()
-        if same is None or same[0] is not True:
-            bad.append(c)
+    st = seal.structure([(c, cols[c]) for c in present]).replace("'", "''")
+    try:
+        # Every row at this seq against its own entry (an inserted duplicate carries a copied entry).
+        checks = ", ".join(f'bool_or("{c}" IS DISTINCT FROM json_transform(entry, \'{st}\')."{c}")' for c in present)
+        row = con.execute(f"SELECT {checks} FROM {table} WHERE seq = ?", [seq]).fetchone()
+    except duckdb.Error:
+        row = None
+    bad = [c for c, differs in zip(present, row or [], strict=False) if differs]
     try:
         if orjson.loads(entry).get("record") != _table_kind()[table]:
             bad.append("record kind")
-    except orjson.JSONDecodeError:
-        bad.append("entry (not JSON)")
+    except (orjson.JSONDecodeError, AttributeError):
+        bad.append("entry (not a JSON object)")
     return ", ".join(bad) or "its column values"
 
 
@@ -172,6 +185,8 @@ class _SegmentRows:
     problems: list[Problem]
     events: int
     checkpoints: list[keys.Checkpoint]
+    intents: list[int] = field(default_factory=list)
+    outcomes: list[int] = field(default_factory=list)
 
 
 def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
@@ -188,6 +203,7 @@ def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
             problems.append(Problem(seq, node_id, f"{table} row in {path.name} differs from its hashed entry "
                                     f"in {diff}"))
         counted = con.execute("SELECT count(*) FROM events").fetchone()
+        intents, outcomes = _intent_seqs(con)
         cps = [
             _cp_from(dict(zip(("node_id", "origin", "size", "root", "ts", "key_id", "signature"), r, strict=True)))
             for r in con.execute(
@@ -200,7 +216,18 @@ def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
     raw = bytes.fromhex(hex_hashes or "")
     hashes = [raw[i : i + 32] for i in range(0, len(raw), 32)]
     return _SegmentRows(list(seqs or []), hashes, list(leaf_bad or []), problems,
-                        int(counted[0]) if counted else 0, cps)
+                        int(counted[0]) if counted else 0, cps, intents, outcomes)
+
+
+def _intent_seqs(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[int]]:
+    """Seqs of intents, and the intent seqs events refer to (segments older than intents have none)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "intents" not in tables:
+        return [], []
+    intents = [int(r[0]) for r in con.execute("SELECT seq FROM intents").fetchall()]
+    outcomes = [int(r[0]) for r in con.execute(
+        "SELECT intent_seq FROM events WHERE intent_seq IS NOT NULL").fetchall()]
+    return intents, outcomes
 
 
 def _add_segment(got: _SegmentRows, data: NodeData, problems: list[Problem]) -> None:
@@ -210,6 +237,8 @@ def _add_segment(got: _SegmentRows, data: NodeData, problems: list[Problem]) -> 
     data.seqs.extend(got.seqs)
     data.hashes.extend(got.hashes)
     data.leaf_mismatch.extend(got.leaf_mismatch)
+    data.intents.extend(got.intents)
+    data.outcomes.update(got.outcomes)
 
 
 def _cp_from(row: dict[str, Any]) -> keys.Checkpoint:
@@ -219,8 +248,13 @@ def _cp_from(row: dict[str, Any]) -> keys.Checkpoint:
     )
 
 
-def _read_wal(path: Path, node_id: str, data: NodeData, problems: list[Problem]) -> None:
-    raw, _ = wal.complete_bytes(path)
+def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult) -> None:
+    path = w.path
+    try:
+        raw, size = wal.complete_bytes(path)
+    except OSError as exc:
+        res.problems.append(Problem(w.first, node_id, f"{path.name} cannot be read ({exc.strerror})"))
+        return
     seqs: list[int] = []
     entries: list[bytes] = []
     stored: list[str | None] = []
@@ -233,39 +267,76 @@ def _read_wal(path: Path, node_id: str, data: NodeData, problems: list[Problem])
                 entries.append(rec.entry)
                 stored.append(rec.leaf.hex() if rec.leaf else None)
                 data.events += rec.kind == "event"
-    except (wal.WalCorrupt, KeyError, TypeError, ValueError) as exc:
-        problems.append(Problem(seqs[-1] + 1 if seqs else 0, node_id, f"unreadable write-ahead record: {exc}"))
+                if rec.kind == "intent":
+                    data.intents.append(int(rec.seq))
+                elif rec.kind == "event" and b'"intent_seq":null' not in rec.entry:
+                    ref = orjson.loads(rec.entry).get("intent_seq")
+                    if isinstance(ref, int):
+                        data.outcomes.add(ref)
+    except (wal.WalCorrupt, KeyError, TypeError, ValueError, AttributeError) as exc:
+        at = seqs[-1] + 1 if seqs else w.first
+        res.problems.append(Problem(at, node_id, f"unreadable write-ahead record after seq {at - 1} "
+                                    f"in {path.name}: {exc}"))
+    tail = size - len(raw)
+    if tail:
+        with open(path, "rb") as fh:
+            fh.seek(len(raw))
+            head = fh.read(8)
+        if wal.RECORD_PREFIX.startswith(head) or head.startswith(wal.RECORD_PREFIX):
+            res.notes.append(f"node {node_id}: {tail} bytes at the end of {path.name} are a record still being "
+                             "written (or cut by a crash; the writer drops it at its next start)")
+        else:
+            res.problems.append(Problem(seqs[-1] + 1 if seqs else w.first, node_id,
+                                        f"{path.name}: its last {tail} bytes are not ledger records (damaged, "
+                                        "or not a write-ahead file)"))
     data.add(seqs, entries, stored)
 
 
 def read_witness(witness: Path, node_id: str) -> list[keys.Checkpoint]:
     path = layout.witness_file(witness, node_id)
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return []
     out = []
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         try:
             row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if row.get("node_id") == node_id:
-            out.append(_cp_from(row))
+            if isinstance(row, dict) and row.get("node_id") == node_id:
+                out.append(_cp_from(row))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a line cut by a crash; a forged or damaged one fails its signature check instead
     return out
 
 
-def node_data(node: layout.NodeFiles, problems: list[Problem]) -> NodeData:
+def node_data(node: layout.NodeFiles, res: NodeResult) -> NodeData:
     data = NodeData()
     # Pipeline: DuckDB reads segment i+1 in a worker thread while this thread hashes segment i.
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = [pool.submit(_fetch_segment, seg.path, node.node_id) for seg in node.sealed[:1]]
-        for i in range(len(node.sealed)):
-            got = pending.pop(0).result()
+        for i, seg in enumerate(node.sealed):
+            fut = pending.pop(0)
             if i + 1 < len(node.sealed):
                 pending.append(pool.submit(_fetch_segment, node.sealed[i + 1].path, node.node_id))
-            _add_segment(got, data, problems)
+            try:
+                got = fut.result()
+            except (duckdb.Error, OSError, ValueError) as exc:
+                res.problems.append(Problem(seg.first, node.node_id, f"sealed segment {seg.path.name} (seq "
+                                            f"{seg.first}..{seg.last}) cannot be read: {_first_line(exc)}"))
+                continue
+            _add_segment(got, data, res.problems)
     for w in node.wals:
-        _read_wal(w.path, node.node_id, data, problems)
+        _read_wal(w, node.node_id, data, res)
     return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"seq {lo}" if lo == hi else f"seq {lo}..{hi}"
 
 
 def _sequence_problems(node_id: str, seqs: list[int]) -> list[Problem]:
@@ -289,15 +360,16 @@ def _sequence_problems(node_id: str, seqs: list[int]) -> list[Problem]:
 
 def verify_node(
     audit_dir: Path, node: layout.NodeFiles, public_keys: dict[str, Ed25519PublicKey], witness: Path | None,
-    leaf_hashes_out: list[bytes] | None = None,
+    leaf_hashes_out: list[bytes] | None = None, allow_unsigned_tail: bool = False,
 ) -> NodeResult:
     res = NodeResult(node.node_id)
     problems = res.problems
-    data = node_data(node, problems)
+    data = node_data(node, res)
     res.events = data.events
     witness_cps = read_witness(witness, node.node_id) if witness else []
     res.witness_checkpoints = len(witness_cps)
     res.checkpoints = len(data.checkpoints)
+    res.outcome_unknown = sorted(set(data.intents) - data.outcomes)
 
     # Checkpoints: each must carry a valid signature from a key we trust.
     by_size: dict[int, list[tuple[str, keys.Checkpoint]]] = {}
@@ -313,6 +385,7 @@ def verify_node(
                 problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} has a bad signature"))
                 continue
             by_size.setdefault(cp.size, []).append((source, cp))
+            res.ledger_signed += source == "ledger"
 
     problems.extend(_sequence_problems(node.node_id, data.seqs))
     problems.extend(Problem(seq, node.node_id, "entry does not hash to its stored leaf hash (the record was "
@@ -321,6 +394,7 @@ def verify_node(
     # The tree from the recomputed leaves, checked at every signed size.
     levels = merkle.Levels(data.hashes)
     n = levels.size
+    res.max_signed_size = min(max(by_size, default=0), n)
     prev_good_cp = 0
     for size in sorted(by_size):
         if size > n:
@@ -337,7 +411,7 @@ def verify_node(
                 if not any(lo <= p.seq <= size for p in problems):
                     problems.append(Problem(lo, node.node_id,
                                             f"tree root at size {size} does not match the {source} checkpoint "
-                                            f"signed {cp.ts}: a record in seq {lo}..{size} was changed"))
+                                            f"signed {cp.ts}: a record in {_span(lo, size)} was changed"))
                 break
         else:
             prev_good_cp = size
@@ -347,19 +421,58 @@ def verify_node(
     res.leaves = n
     res.last_signed_size = prev_good_cp
     res.unsigned_tail = n - prev_good_cp
+    problems.extend(_coverage_problems(res, data, witness, witness_cps, allow_unsigned_tail))
     problems.sort()
     del problems[MAX_PROBLEMS:]
     return res
 
 
-def verify(audit_dir: Path, public_keys: dict[str, Ed25519PublicKey], witness: Path | None) -> Report:
+def _coverage_problems(
+    res: NodeResult, data: NodeData, witness: Path | None, witness_cps: list[keys.Checkpoint],
+    allow_unsigned_tail: bool,
+) -> list[Problem]:
+    """Checkpoints that vanished, and records no checkpoint covers."""
+    out: list[Problem] = []
+    node_id, n = res.node_id, res.leaves
+    if witness is not None and n and not witness_cps:
+        path = layout.witness_file(witness, node_id)
+        state = "is missing" if not path.exists() else "holds no checkpoint of this node"
+        out.append(Problem(1, node_id, f"the witness {path} {state}, but the node has {n} records: a witness "
+                           "that was deleted or emptied cannot vouch for the ledger"))
+    in_ledger = {(cp.size, cp.root, cp.signature) for cp in data.checkpoints}
+    gone = sorted({cp.size for cp in witness_cps if (cp.size, cp.root, cp.signature) not in in_ledger
+                   and cp.size <= n})
+    if gone:
+        out.append(Problem(gone[0], node_id, f"{len(gone)} checkpoints the witness holds are gone from the ledger "
+                           f"(sizes {gone[0]}..{gone[-1]}): checkpoints were deleted"))
+    if n and not res.ledger_signed:
+        out.append(Problem(1, node_id, f"the node has {n} records but no valid checkpoint signed by a trusted key "
+                           "in the ledger"))
+    if res.max_signed_size and n > res.max_signed_size and not allow_unsigned_tail:
+        # (A checkpoint whose root no longer matches is its own problem, reported above.)
+        lo = res.max_signed_size + 1
+        out.append(Problem(lo, node_id, f"{_span(lo, n)} ({n - lo + 1} records) covered by no signed checkpoint: "
+                           "never acknowledged, or appended without the signing key (--allow-unsigned-tail reads a "
+                           "ledger while a writer may be mid-batch)"))
+    return out
+
+
+def verify(audit_dir: Path, public_keys: dict[str, Ed25519PublicKey], witness: Path | None,
+           allow_unsigned_tail: bool = False) -> Report:
     notes: list[str] = []
     nodes = layout.list_nodes(audit_dir)
     if not nodes:
         notes.append(f"{audit_dir}: no ledger nodes found (nothing recorded yet)")
     results = []
     for node in nodes:
-        results.append(verify_node(audit_dir, node, public_keys, witness))
+        res = verify_node(audit_dir, node, public_keys, witness, allow_unsigned_tail=allow_unsigned_tail)
+        results.append(res)
+        notes.extend(res.notes)
+        if res.outcome_unknown:
+            shown = ", ".join(str(s) for s in res.outcome_unknown[:10])
+            notes.append(f"node {res.node_id}: {len(res.outcome_unknown)} forwarded requests with outcome unknown "
+                         f"(intent seq {shown}{', ...' if len(res.outcome_unknown) > 10 else ''}): no outcome "
+                         "was recorded (still in flight, or the gateway stopped before the answer)")
     if witness is None:
         notes.append("no witness given: truncation or rollback of the whole ledger cannot be detected")
     if not public_keys:
@@ -397,8 +510,8 @@ def inclusion_proof(
     if node is None:
         raise LookupError(f"no node {node_id!r} in {audit_dir}")
     hashes: list[bytes] = []
-    res = verify_node(audit_dir, node, public_keys, witness, leaf_hashes_out=hashes)
-    ledger_cps = node_data(node, []).checkpoints
+    res = verify_node(audit_dir, node, public_keys, witness, leaf_hashes_out=hashes, allow_unsigned_tail=True)
+    ledger_cps = node_data(node, NodeResult(node_id)).checkpoints
     cps = ledger_cps + (read_witness(witness, node_id) if witness else [])
     good = sorted(
         (cp for cp in cps if seq <= cp.size <= len(hashes) and cp.key_id in public_keys

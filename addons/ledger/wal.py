@@ -27,6 +27,11 @@ class WalRecord:
     seq: int | None
     leaf: bytes | None
     entry: bytes
+    end: int = 0  # byte offset just past this record's line
+
+
+# Every line the writer appends starts with these bytes (a partial last line too).
+RECORD_PREFIX = b'{"k":"'
 
 
 def encode_line(kind: str, seq: int | None, leaf: bytes | None, entry: bytes) -> bytes:
@@ -45,16 +50,23 @@ def complete_bytes(path: Path) -> tuple[bytes, int]:
 
 
 def parse(data: bytes, where: str, check_hashes: bool = True) -> Iterator[WalRecord]:
-    for lineno, line in enumerate(data.splitlines(), 1):
+    start, lineno = 0, 0
+    while start < len(data):
+        nl = data.find(b"\n", start)
+        end = len(data) if nl < 0 else nl + 1
+        line = data[start:end]
+        start, lineno = end, lineno + 1
         try:
             obj = orjson.loads(line)
             kind, seq, h, e = obj["k"], obj["s"], obj["h"], obj["e"].encode()
             leaf = bytes.fromhex(h) if h is not None else None
+            if not isinstance(kind, str) or not (seq is None or type(seq) is int):
+                raise TypeError("kind must be a string and seq an integer")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WalCorrupt(f"{where} line {lineno}: not a ledger record ({type(exc).__name__})") from exc
         if check_hashes and leaf is not None and merkle.leaf_hash(e) != leaf:
             raise WalCorrupt(f"{where} line {lineno}: seq {seq} does not hash to its leaf hash")
-        yield WalRecord(kind, seq, leaf, e)
+        yield WalRecord(kind, seq, leaf, e, end)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -1,10 +1,16 @@
 """One node's ledger writer: group-committed appends, checkpoints, witness, sealing, recovery.
 
 Appends are staged on the event loop (sequence number, canonical entry, leaf hash: microseconds)
-and written by a single flush task: it takes everything staged so far, writes and fsyncs it in a
-worker thread, and resolves every waiting future at once. Flows that finish while one fsync runs
-share the next, so the cost of durability is one fsync per batch, not per request, and no flow's
-wait ever blocks the loop or another flow.
+and written by a single flush task: it takes everything staged so far, closes the batch with a
+checkpoint signing the tree it completes, writes and fsyncs it in a worker thread, and resolves
+every waiting future at once. Flows that finish while one fsync runs share the next, so the cost of
+durability is one fsync and one Ed25519 signature per batch, not per request, and no flow's wait
+ever blocks the loop or another flow.
+
+Every acknowledged record is therefore covered by a signed checkpoint written with it: a record
+that no checkpoint covers was never acknowledged (a crash mid-write), or was appended by someone
+without the signing key. On open the writer never signs such a tail: it moves it to
+`quarantine/`, records an incident naming the seq range, and resumes from the last checkpoint.
 
 Any write failure (disk full, permissions, a vanished folder) marks the ledger broken: every
 waiting and later append fails with LedgerError, so the audit addon refuses traffic (fail closed).
@@ -28,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from addons.core.startup import runtime_error
-from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal
+from addons.ledger import canonical, keys, layout, merkle, recording, seal, wal, witness_fs
 from addons.ledger.wal import AppendFile
 
 log = logging.getLogger("phigate")
@@ -72,9 +79,34 @@ class _State:
 
 
 @dataclass(frozen=True, slots=True)
+class _Cut:
+    """Where the signed part of the write-ahead files ends: file index and byte offset."""
+
+    wal_index: int
+    offset: int
+    size: int  # tree size the covering checkpoint signs
+
+
+@dataclass(frozen=True, slots=True)
+class _Trust:
+    own: Any  # this writer's public key (None without a key)
+    published: dict[str, Any]
+    witnessed: set[tuple[int, str, str]]
+
+    def covers(self, cp: keys.Checkpoint, node_id: str, size: int, root_hex: str) -> bool:
+        """A checkpoint of this node, at this size and root, signed by a key trusted for it."""
+        if not (cp.size == size and cp.root == root_hex and cp.node_id == node_id
+                and cp.origin == f"phigate/{node_id}"):
+            return False
+        if self.own is not None and cp.key_id == keys.key_id_of(self.own):
+            return keys.check_signature(self.own, cp)
+        pub = self.published.get(cp.key_id)
+        return (pub is not None and (cp.size, cp.root, cp.signature) in self.witnessed
+                and keys.check_signature(pub, cp))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    checkpoint_events: int = 1000
-    checkpoint_seconds: int = 10
     seal_events: int = 50_000
     retention_days: int = 2190
 
@@ -108,17 +140,20 @@ class Ledger:
         self._staged = merkle.Frontier()
         self._next_seq = 1
         self._last_cp_size = 0
-        self._last_cp_time = time.monotonic()
         self._wal: AppendFile | None = None
         self._wal_first = 1
         self._wal_leaves = 0
         self._good_offset = 0
         self._rec: AppendFile | None = None
         self._witness_file: AppendFile | None = None
+        self._witness_dirty = False
+        # Incidents found while opening (a quarantined tail): recorded with the first commit.
+        self.open_incidents: list[dict[str, Any]] = []
         self._lock_fd = -1
         self._io = threading.Lock()
         self._seal_lock = threading.Lock()
-        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phigate-audit-fsync")
+        # The recordings' and the witness's fsyncs run beside the write-ahead file's.
+        self._syncer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="phigate-audit-fsync")
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._sealer: asyncio.Task[None] | None = None
@@ -148,11 +183,14 @@ class Ledger:
                 ) from None
             self._publish_key()
             self._apply(self._scan())
-        except (OSError, ValueError, wal.WalCorrupt) as exc:
+        except (OSError, ValueError, wal.WalCorrupt, duckdb.Error) as exc:
             self._unlock()
             raise LedgerError(f"cannot open the audit ledger at {self.dir}: {exc}") from exc
-        if self.size > self._last_cp_size:
-            self._stage_checkpoint()
+        # Never a checkpoint here: signing whatever sits after the last checkpoint would cover a
+        # record appended by someone without the key (the scan quarantined any such tail).
+        for incident in self.open_incidents:
+            self.stage("incident", incident)
+        self.open_incidents = []
 
     def _publish_key(self) -> None:
         if self.signing_key is None:
@@ -164,21 +202,59 @@ class Ledger:
         if not path.exists():
             path.write_bytes(keys.public_pem(pub))
 
+    def _trusted(self) -> _Trust:
+        """Which checkpoints count as covering records at open: this writer's own key's; and those
+        of keys published in the ledger folder (rotated keys, ephemeral keys of earlier runs) only
+        when the witness holds the same checkpoint. Threat: someone who can write the audit folder
+        publishing a key of their own and signing a forged tail with it."""
+        published: dict[str, Any] = {}
+        for path in sorted(layout.keys_dir(self.audit_dir).glob("*.pub")):
+            with contextlib.suppress(OSError, ValueError):
+                pub = keys.parse_public(path.read_bytes(), str(path))
+                published[keys.key_id_of(pub)] = pub
+        own = self.signing_key.public_key() if self.signing_key is not None else None
+        witnessed: set[tuple[int, str, str]] = set()
+        if self.witness is not None:
+            with contextlib.suppress(OSError):
+                for line in self.witness.read_bytes().splitlines():
+                    cp = _checkpoint_of(line)
+                    if cp is not None and cp.node_id == self.node_id:
+                        witnessed.add((cp.size, cp.root, cp.signature))
+        return _Trust(own, published, witnessed)
+
+    def _sealed_cover(self, segment: layout.Segment, frontier: merkle.Frontier, trusted: _Trust) -> bool:
+        """Whether a valid checkpoint inside the last sealed segment signs the tree at its end."""
+        con = duckdb.connect(str(segment.path), read_only=True)
+        try:
+            rows = con.execute(
+                "SELECT node_id, origin, size, root, strftime(ts, '%Y-%m-%dT%H:%M:%S.%f'), key_id, signature "
+                "FROM checkpoints WHERE size = ?", [frontier.size],
+            ).fetchall()
+        finally:
+            con.close()
+        root = frontier.root().hex()
+        return any(trusted.covers(keys.Checkpoint(str(n), str(o), int(sz), str(rt), str(ts), str(k), str(sig)),
+                                  self.node_id, frontier.size, root) for n, o, sz, rt, ts, k, sig in rows)
+
     def _scan(self) -> _State:
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
         files = layout.list_node(self.dir)
         frontier = merkle.Frontier()
+        trusted = self._trusted()
+        cut: _Cut | None = _Cut(0, 0, 0)
         if files.sealed:
             _, last, peaks = seal.read_meta(files.sealed[-1].path)
             frontier = merkle.Frontier(last, peaks)
+            cut = _Cut(0, 0, last) if self._sealed_cover(files.sealed[-1], frontier, trusted) else None
+        sealed_size = frontier.size
         for leftover in self.dir.glob("wal-*.ndjson"):
             if leftover not in {w.path for w in files.wals}:
                 leftover.unlink()  # sealed already: the segment is the record
-        last_cp = 0
         to_seal: list[tuple[Path, int, int, list[bytes]]] = []
         active: layout.Wal | None = None
         active_leaves = 0
+        candidates: list[tuple[_Cut, str, bytes]] = []
         for i, w in enumerate(files.wals):
             data, size = wal.complete_bytes(w.path)
             if size != len(data):
@@ -192,8 +268,10 @@ class Ledger:
             leaves = 0
             for rec in wal.parse(data, str(w.path)):
                 if rec.leaf is None:
+                    # The writer puts a batch's checkpoint after the batch's leaves, so an honest
+                    # checkpoint signs exactly the tree read so far.
                     if rec.kind == "checkpoint":
-                        last_cp = max(last_cp, _cp_size(rec.entry))
+                        candidates.append((_Cut(i, rec.end, frontier.size), frontier.root().hex(), rec.entry))
                     continue
                 if rec.seq != frontier.size + 1:
                     raise wal.WalCorrupt(f"{w.path.name}: seq {rec.seq} follows {frontier.size}")
@@ -205,9 +283,57 @@ class Ledger:
                 active, active_leaves = w, leaves
             else:
                 to_seal.append((w.path, w.first, frontier.size, list(frontier.peaks)))
+        # The last checkpoint that checks out (signatures are checked from the end: usually one).
+        for where, root, entry in reversed(candidates):
+            if cut is not None and where.size <= cut.size:
+                break
+            cp = _checkpoint_of(entry)
+            if cp is not None and trusted.covers(cp, self.node_id, where.size, root):
+                cut = where
+                break
+        if self.signing_key is not None and frontier.size > (cut.size if cut else 0):
+            if cut is None or cut.size < sealed_size:
+                raise LedgerError(
+                    f"{files.sealed[-1].path.name}: seq {sealed_size} is covered by no checkpoint signed with a "
+                    "trusted key; the sealed segments hold records nobody acknowledged. Review it and move it "
+                    "aside (`./run.sh verify` names the range) before starting the gateway"
+                )
+            self._quarantine(files.wals, cut, frontier.size)
+            return self._scan()
         if active is None:
             active = layout.Wal(self.dir / layout.wal_name(frontier.size + 1), frontier.size + 1)
-        return _State(frontier, active, active_leaves, max(last_cp, 0), to_seal)
+        return _State(frontier, active, active_leaves, frontier.size, to_seal)
+
+    def _quarantine(self, wals: list[layout.Wal], cut: _Cut, size: int) -> None:
+        """Move the write-ahead bytes after the last covering checkpoint to quarantine/, never signed."""
+        qdir = self.dir / layout.QUARANTINE_DIR
+        qdir.mkdir(exist_ok=True)
+        first = cut.size + 1
+        target = qdir / f"wal-{first:0{layout.SEQ_WIDTH}d}-{size:0{layout.SEQ_WIDTH}d}-{int(time.time())}.ndjson"
+        moved = wals[cut.wal_index:]
+        with open(target, "xb") as out:
+            for j, w in enumerate(moved):
+                data, _ = wal.complete_bytes(w.path)
+                out.write(data[cut.offset:] if j == 0 else data)
+            out.flush()
+            os.fsync(out.fileno())
+        wal.fsync_dir(qdir)
+        head = moved[0].path
+        with open(head, "r+b") as fh:
+            fh.truncate(cut.offset)
+            os.fsync(fh.fileno())
+        for w in moved[1:]:
+            w.path.unlink()
+        wal.fsync_dir(self.dir)
+        where = target.relative_to(self.audit_dir)
+        log.warning("phigate audit: seq %d..%d of node %s follow the last signed checkpoint: moved to %s, "
+                    "not signed", first, size, self.node_id, where)
+        self.open_incidents.append({
+            "kind": "unsigned_tail_quarantined",
+            "detail": f"seq {first}..{size} ({size - first + 1} records) followed the last signed checkpoint "
+                      f"(tree size {cut.size}) when node {self.node_id} opened: never acknowledged (a write cut "
+                      f"by a crash) or appended without the signing key. Moved to {where}, not signed.",
+        })
 
     def _apply(self, st: _State) -> None:
         self._frontier = st.frontier
@@ -288,27 +414,44 @@ class Ledger:
 
     def _stage_checkpoint(self) -> None:
         """Sign the tree as it will stand once everything staged so far is durable."""
+        item = self._checkpoint_item()
+        if item is not None:
+            self._pending.append(item)
+
+    def _checkpoint_item(self) -> _Item | None:
         if self.signing_key is None:
-            return
+            return None
         frontier = self._staged
         if frontier.size == 0 or frontier.size == self._last_cp_size:
-            return
+            return None
         cp = keys.sign_checkpoint(
             self.signing_key, self.node_id, frontier.size, frontier.root(), canonical.iso_ts(time.time())
         )
         body = orjson.dumps(cp.as_row(), option=orjson.OPT_SORT_KEYS)
-        self._pending.append(_Item(None, None, wal.encode_line("checkpoint", None, None, body), time.time(),
-                                   witness_line=body + b"\n", cp_size=frontier.size))
         self._last_cp_size = frontier.size
-        self._last_cp_time = time.monotonic()
+        return _Item(None, None, wal.encode_line("checkpoint", None, None, body), time.time(),
+                     witness_line=body + b"\n", cp_size=frontier.size)
+
+    def _take_batch(self) -> list[_Item]:
+        """Everything staged, closed by the checkpoint that signs it: a record is acknowledged only
+        together with a signature over it."""
+        batch, self._pending = self._pending, []
+        if batch:
+            cp = self._checkpoint_item()
+            if cp is not None:
+                batch.append(cp)
+        return batch
 
     # ------------------------------------------------------------------ writing (worker thread)
 
-    def _write(self, batch: list[_Item]) -> None:
+    def _write(self, batch: list[_Item], sync_witness: bool = False) -> None:
         with self._io:
             if self._wal is None:
                 raise LedgerError("the audit ledger is closed")
             rec_sync: Future[None] | None = None
+            # The previous batch's witness lines become durable beside this batch's fsync: the
+            # witness never runs ahead of the ledger, and costs no extra wait.
+            wit_sync = self._syncer.submit(self._sync_witness) if self._witness_dirty else None
             recs = [i for i in batch if i.rec_line is not None]
             if recs:
                 rec = self._rec_file(recs[0].ts)
@@ -324,16 +467,40 @@ class Ledger:
                 self._wal.write(b"".join(i.line for i in batch))
                 self._wal.sync()
             finally:
-                if rec_sync is not None:
-                    rec_sync.result()
-            self._good_offset = self._wal.size
+                for fut in (rec_sync, wit_sync):
+                    if fut is not None:
+                        fut.result()
             wit = [i.witness_line for i in batch if i.witness_line is not None]
             if wit and self.witness is not None:
-                if self._witness_file is None:
-                    self.witness.parent.mkdir(parents=True, exist_ok=True)
-                    self._witness_file = AppendFile(self.witness)
-                self._witness_file.write(b"".join(wit))
-                self._witness_file.sync()
+                # Written only once the checkpoint is durable in the ledger (never ahead of it).
+                self._open_witness().write(b"".join(wit))
+                self._witness_dirty = True
+                if sync_witness:
+                    self._sync_witness()
+            self._good_offset = self._wal.size
+
+    def _open_witness(self) -> AppendFile:
+        assert self.witness is not None
+        if self._witness_file is None:
+            self.witness.parent.mkdir(parents=True, exist_ok=True)
+            self._witness_file = AppendFile(self.witness)
+        return self._witness_file
+
+    def _sync_witness(self) -> None:
+        if self._witness_file is not None and self._witness_dirty:
+            self._witness_dirty = False
+            self._witness_file.sync()
+
+    def witness_append_only(self, set_flag: bool = False) -> bool | None:
+        """Whether this node's witness file is append-only (chattr +a); None: no witness, or the
+        filesystem cannot say. `set_flag`: set it first when the process may (CAP_LINUX_IMMUTABLE)."""
+        if self.witness is None:
+            return None
+        with self._io:
+            self._open_witness()
+        if set_flag:
+            return witness_fs.ensure_append_only(self.witness)
+        return witness_fs.is_append_only(self.witness)
 
     def _rec_file(self, ts: float) -> AppendFile:
         path = recording.day_file(self.rec_dir, ts)
@@ -368,11 +535,11 @@ class Ledger:
     # ------------------------------------------------------------------ sync API (CLI tools, tests)
 
     def flush_now(self) -> None:
-        batch, self._pending = self._pending, []
+        batch = self._take_batch()
         if not batch:
             return
         try:
-            self._write(batch)
+            self._write(batch, sync_witness=True)
         except OSError as exc:
             self._fail(exc, batch)
             raise LedgerError(self.broken or "audit write failed") from exc
@@ -417,15 +584,13 @@ class Ledger:
 
     async def _flush_loop(self) -> None:
         while self._pending and not self.broken:
-            batch, self._pending = self._pending, []
+            batch = self._take_batch()
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception as exc:  # noqa: BLE001 - any failure to persist means fail closed
                 self._fail(exc, batch)
                 return
             self._committed(batch)
-            if self.size - self._last_cp_size >= self.settings.checkpoint_events:
-                self._stage_checkpoint()
             if self._wal_leaves >= self.settings.seal_events:
                 try:
                     await asyncio.to_thread(self._rotate)
@@ -462,9 +627,10 @@ class Ledger:
                     last_recovery = now
                     await self._try_recover()
                 continue
-            if self.size > self._last_cp_size and now - self._last_cp_time >= self.settings.checkpoint_seconds:
-                self._stage_checkpoint()
-                self._kick()
+            if self._witness_dirty and (self._flusher is None or self._flusher.done()):
+                # Idle: make the last batch's witness line durable (busy, the next batch does it).
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self._locked_sync_witness)
             if now - last_purge >= 3600:
                 last_purge = now
                 with contextlib.suppress(OSError):
@@ -484,14 +650,21 @@ class Ledger:
         self._apply(state)
         self.broken = None
         log.warning("phigate audit: the ledger is writable again; recording the incident")
+        for incident in self.open_incidents:
+            with contextlib.suppress(LedgerError, canonical.RecordError):
+                self.append_nowait("incident", incident)
+        self.open_incidents = []
         with contextlib.suppress(LedgerError, canonical.RecordError):
             self.append_nowait("incident", {
                 "kind": "audit_write_failure",
                 "detail": f"{reason}; {self.refused_while_broken} requests refused with 503 while it lasted",
             })
             self.refused_while_broken = 0
-        self._stage_checkpoint()
         self._kick()
+
+    def _locked_sync_witness(self) -> None:
+        with self._io:
+            self._sync_witness()
 
     def _reset_files(self) -> _State:
         with self._seal_lock, self._io:
@@ -509,6 +682,7 @@ class Ledger:
             if self._witness_file is not None:
                 self._witness_file.close()
                 self._witness_file = None
+            self._witness_dirty = False
             self._to_seal = []
             state = self._scan()
             # Prove the disk takes writes again before reopening for traffic.
@@ -520,8 +694,10 @@ class Ledger:
             return state
 
 
-def _cp_size(entry: bytes) -> int:
+def _checkpoint_of(entry: bytes) -> keys.Checkpoint | None:
     try:
-        return int(orjson.loads(entry)["size"])
+        row = orjson.loads(entry)
+        return keys.Checkpoint(str(row["node_id"]), str(row["origin"]), int(row["size"]), str(row["root"]),
+                               str(row["ts"]), str(row["key_id"]), str(row["signature"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return 0
+        return None

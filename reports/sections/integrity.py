@@ -44,7 +44,8 @@ def run_verify(ledger: Path, public_keys: list[str], key_file: str, witness: str
             f"Node {n.node_id}",
             f"{n.leaves:,} records ({n.events:,} events), signed through seq {n.last_signed_size:,}"
             f"{f', {n.unsigned_tail:,} not yet signed' if n.unsigned_tail else ''}; "
-            f"{n.checkpoints:,} checkpoints in the ledger, {n.witness_checkpoints:,} in the witness; latest: {latest}",
+            f"{n.checkpoints:,} checkpoints in the ledger, {n.witness_checkpoints:,} in the witness; latest: {latest}"
+            f"{f'; {len(n.outcome_unknown):,} forwarded requests with outcome unknown' if n.outcome_unknown else ''}",
         ))
     details += [("Note", note) for note in report.notes]
     records = sum(n.leaves for n in report.nodes)

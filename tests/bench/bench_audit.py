@@ -1,9 +1,12 @@
 """Audit ledger benchmarks, in one run (medians over --runs):
 
 1. sustained events/s into the ledger with durable group commit (many concurrent flows, each
-   awaiting its own fsync'd commit), with and without session recording;
+   awaiting its own fsync'd and signed commit: one Ed25519 checkpoint per batch), with and without
+   session recording, and per request as the gateway writes it: a write-ahead intent, then the
+   outcome event (two durable records, one after the other);
 2. added p50/p99 latency per request through stock mitmdump at low concurrency: Gateway only versus
-   Gateway + Audit, with a direct connection to the upstream as the floor;
+   Gateway + Audit (intent before forwarding, event before the response), with a direct
+   connection to the upstream as the floor;
 3. `./run.sh verify` over a ledger of --verify-events events (default 1,000,000), as a subprocess.
 
 Targets: >= 5,000 events/s; auditing adds < 2 ms p50; verify 1M events < 30 s.
@@ -54,7 +57,15 @@ def event_row(i: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- 1. events/s
 
-async def _sustained(directory: Path, seconds: float, concurrency: int, record: bool) -> tuple[float, float]:
+def intent_row(i: int) -> dict[str, Any]:
+    row = event_row(i)
+    return {k: row[k] for k in ("request_id", "session_id", "subject", "client_id", "roles", "client_addr",
+                                "user_agent", "backend", "operation", "collection", "method", "path",
+                                "request_summary", "decision", "rule_ids", "hold_id", "break_glass", "purpose")}
+
+
+async def _sustained(directory: Path, seconds: float, concurrency: int, record: bool,
+                     intents: bool = False) -> tuple[float, float]:
     key = keys.parse_private(os.urandom(32).hex().encode(), "bench")
     rk = recording.RecordingKey("bench", os.urandom(32)) if record else None
     led = Ledger(directory, "bench", signing_key=key,
@@ -70,8 +81,14 @@ async def _sustained(directory: Path, seconds: float, concurrency: int, record: 
         nonlocal done
         i = worker
         while time.perf_counter() < stop_at:
-            await led.append("event", event_row(i), payload if record else None)
-            done += 1
+            if intents:
+                # As the gateway: the intent is durable before the request leaves, the outcome after.
+                seq = await led.append("intent", intent_row(i))
+                await led.append("event", {**event_row(i), "intent_seq": seq}, payload if record else None)
+                done += 2
+            else:
+                await led.append("event", event_row(i), payload if record else None)
+                done += 1
             i += concurrency
 
     started = time.perf_counter()
@@ -84,22 +101,24 @@ async def _sustained(directory: Path, seconds: float, concurrency: int, record: 
 
 def bench_events(runs: int, seconds: float, concurrency: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    for record in (False, True):
+    modes = {"events only": (False, False), "with recording": (True, False),
+             "intent + outcome per request": (False, True)}
+    for label, (record, intents) in modes.items():
         rates = []
         grouping = []
         for _ in range(runs):
             tmp = Path(tempfile.mkdtemp(prefix="phigate-bench-audit-", dir=ROOT / ".phigate"))
             try:
-                rate, per_fsync = asyncio.run(_sustained(tmp / "audit", seconds, concurrency, record))
+                rate, per_fsync = asyncio.run(_sustained(tmp / "audit", seconds, concurrency, record, intents))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             rates.append(rate)
             grouping.append(per_fsync)
-        label = "with recording" if record else "events only"
         out[label] = statistics.median(rates)
-        print(f"  events/s, durable group commit, {concurrency} concurrent flows, {label}: "
-              f"median {out[label]:,.0f}  (runs: {', '.join(f'{r:,.0f}' for r in rates)}; "
-              f"{statistics.median(grouping):.0f} events per fsync)")
+        extra = f" = {out[label] / 2:,.0f} requests/s" if intents else ""
+        print(f"  durable signed records/s, group commit, {concurrency} concurrent flows, {label}: "
+              f"median {out[label]:,.0f}{extra}  (runs: {', '.join(f'{r:,.0f}' for r in rates)}; "
+              f"{statistics.median(grouping):.0f} records per fsync + signature)")
     return out
 
 
@@ -252,13 +271,14 @@ def build_ledger(directory: Path, n: int, key_file: Path) -> None:
     key = keys.load_private(str(key_file))
     witness = layout.witness_location(f"{directory}/witness/")
     led = Ledger(directory / "audit", "bench", signing_key=key, witness=witness,
-                 settings=Settings(checkpoint_events=1000, seal_events=50_000))
+                 settings=Settings(seal_events=50_000))
     led.open()
     t = time.perf_counter()
     for i in range(n):
         led.stage("event", event_row(i))
-        if (i + 1) % 1000 == 0:
-            led.checkpoint_now()  # flushes the staged events and a signed checkpoint
+        if (i + 1) % 100 == 0:
+            # One signed batch of 100 (the gateway's batches under load are about that size).
+            led.checkpoint_now()
             if led._wal_leaves >= led.settings.seal_events:
                 led._rotate()
                 led.seal_pending()

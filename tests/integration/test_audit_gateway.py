@@ -67,8 +67,8 @@ class Setup:
             "phigate_audience": "phigate", "phigate_backend_credential_env": CREDENTIAL_ENV,
             "phigate_allow_plain_http": "true", "phigate_node_id": "it-node",
             "phigate_audit_dir": str(self.audit), "phigate_witness": str(self.witness) + "/",
-            "phigate_audit_key_file": str(self.key_file), "phigate_audit_checkpoint_seconds": "1",
-            "phigate_audit_checkpoint_events": "50", "phigate_recording_key_env": "PHIGATE_IT_REC_KEY",
+            "phigate_audit_key_file": str(self.key_file),
+            "phigate_recording_key_env": "PHIGATE_IT_REC_KEY",
             "phigate_admin_port": "0", "phigate_holds_db": str(self.tmp / "holds.db"),
             **{k: str(v) for k, v in extra.items()},
         }

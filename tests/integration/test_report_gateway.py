@@ -44,7 +44,7 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
         "phigate_audience": "phigate", "phigate_backend_credential_env": CREDENTIAL_ENV,
         "phigate_allow_plain_http": "true", "phigate_node_id": "report-it", "phigate_audit_dir": str(audit),
         "phigate_witness": str(witness) + "/", "phigate_audit_key_file": str(audit_key),
-        "phigate_audit_checkpoint_seconds": "1", "phigate_holds_db": str(tmp_path / "holds.sqlite"),
+        "phigate_holds_db": str(tmp_path / "holds.sqlite"),
         "phigate_admin_port": "0",
     }
     env = {**os.environ, CREDENTIAL_ENV: "backend-secret", "PHIGATE_TOKEN_KEYS": TOKEN_KEYS}

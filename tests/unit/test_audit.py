@@ -14,8 +14,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons import gateway
-from addons.audit import Audit
+from addons import chain, gateway
+from addons.audit import Audit, AuditGate
 from addons.core import readiness
 from addons.core.context import (
     Action,
@@ -103,7 +103,7 @@ async def test_event_is_durable_with_the_contexts_fields_and_no_secrets(
     assert row[:16] == (c.audit_seq, "node-a", "alice", "Alice", "a@example.org", "agent-7", ["analyst", "clinician"],
                         "chroma", "search", "patients", "POST", "/api/v2/collections/c1/query", 200, "allow",
                         ["allow-clinician-search"], None)
-    assert row[16] == '{"by_rule":{"mask-names":2},"by_type":{"PERSON":2}}'
+    assert row[16] == '{"by_rule":{"mask-names":2},"by_type":{"PERSON":2},"headers_dropped":0}'
     assert row[17:20] == (["documents"], ["ref-1"], "treatment")
     assert row[21] == c.session_id and row[22] == "chroma-client/1.0"
     # Nothing from the body, the query string or the token reaches the ledger in clear.
@@ -182,7 +182,7 @@ async def test_write_failure_fails_closed_and_says_why(audit: tuple[Audit, taddo
     assert "No space left" in readiness.not_ready_reasons()["audit"]
     # New requests are refused before they reach the backend.
     nxt = tflow.tflow()
-    a.request(nxt)
+    await a.request(nxt)
     assert nxt.response is not None and nxt.response.status_code == 503
 
 
@@ -218,14 +218,15 @@ async def test_a_flow_finishing_before_the_ledger_opens_waits_for_it(
 ) -> None:
     a, _ = audit
     early = tflow.tflow()
-    a.request(early)
-    assert early.response is None  # not refused while the gateway is still starting
+    # Not refused while the gateway is still starting: its intent waits for the ledger.
+    intent = asyncio.ensure_future(a.request(early))
     f = flow_with()
     pending = asyncio.ensure_future(a.response(f))
     await asyncio.sleep(0.05)
-    assert not pending.done()
+    assert not pending.done() and not intent.done() and early.response is None
     a.running()
-    await pending
+    await asyncio.gather(intent, pending)
+    assert early.response is None and context(early).intent_seq is not None
     assert context(f).audit_seq is not None and f.response.status_code == 200
 
 
@@ -236,3 +237,69 @@ def test_key_inside_the_audit_dir_is_refused(tmp_path: Path) -> None:
     with taddons.context(Gateway(), a) as tctx, pytest.raises(Exception, match="must not be inside"):
         tctx.configure(a, phigate_audit_dir=str(tmp_path / "audit"),
                        phigate_audit_key_file=str(tmp_path / "audit" / "k.pem"))
+
+
+async def test_the_intent_is_durable_before_the_request_leaves_and_the_outcome_names_it(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    a, _ = audit
+    a.running()
+    f = flow_with()
+    f.response = None
+    await a.request(f)  # the last request hook: after it, the request is forwarded
+    c = context(f)
+    assert f.response is None and c.intent_seq is not None
+    # Durable now, before any answer: who, what, decision and the PHI-free summary.
+    assert rows(tmp_path, "SELECT seq, subject, operation, collection, decision, rule_ids, request_summary, "
+                          "user_agent FROM intents") == [
+        (c.intent_seq, "alice", "search", "patients", "allow", ["allow-clinician-search"],
+         '{"n_results":3,"query_texts":"[1 masked]"}', "chroma-client/1.0")]
+    f.response = http.Response.make(200, b'{"ids":[["p1"]]}')
+    await a.response(f)
+    assert rows(tmp_path, "SELECT intent_seq, status, session_id FROM events") == [(c.intent_seq, 200, c.session_id)]
+    # Refused flows never leave: no intent, only their event.
+    denied = tflow.tflow()
+    refuse(denied, Stage.POLICY, 403, "forbidden", "no rule allows this")
+    await a.request(denied)
+    await a.response(denied)
+    assert rows(tmp_path, "SELECT count(*) FROM intents") == [(1,)]
+
+
+async def test_a_request_whose_intent_cannot_be_written_is_refused_before_it_leaves(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    a, _ = audit
+    a.running()
+    assert a.ledger is not None and a.ledger._wal is not None
+    a.ledger._wal.fd = os.open("/dev/full", os.O_WRONLY)  # the disk fills up
+    f = flow_with()
+    f.response = None
+    await a.request(f)
+    assert f.response is not None and f.response.status_code == 503
+    assert b"intent" in f.response.content and context(f).intent_seq is None
+
+
+async def test_the_gate_refuses_first_and_each_refusal_is_counted_once(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    built = chain.build()
+    gate = next(i for i, x in enumerate(built) if isinstance(x, AuditGate))
+    later = [type(x).__name__ for x in built[gate + 1:]]
+    # Before anything that classifies, holds (and pages approvers) or forwards.
+    assert gate == 1 and {"Identity", "Classify", "Policy", "Approvals", "Forward"} <= set(later)
+    a, _ = audit
+    a.running()
+    assert a.ledger is not None
+    a.ledger.broken = "audit store write failed: OSError: No space left on device"
+    for _ in range(3):
+        f = tflow.tflow()
+        a.gate.request(f)
+        assert f.response is not None and f.response.status_code == 503
+        assert context(f).refusal is not None and context(f).refusal.stage == Stage.AUDIT  # type: ignore[union-attr]
+        await a.request(f)  # settled: nothing more
+        await a.response(f)
+    await a.ledger._try_recover()
+    a.ledger.close()
+    a.ledger = None
+    (detail,) = rows(tmp_path, "SELECT detail FROM incidents WHERE kind = 'audit_write_failure'")[0]
+    assert "3 requests refused" in str(detail)

@@ -31,7 +31,7 @@ class Fixture:
 
     def ledger(self, seal_events: int = 40) -> Ledger:
         led = Ledger(self.audit, NODE, signing_key=self.key, witness=self.witness,
-                     settings=Settings(checkpoint_events=10, seal_events=seal_events))
+                     settings=Settings(seal_events=seal_events))
         led.open()
         return led
 
@@ -117,7 +117,8 @@ def test_consistently_rewritten_record_fails_the_signed_root(lf: Fixture) -> Non
     con.close()
     report = lf.result()
     seq, what = first_bad(report)
-    assert seq == 21 and "seq 21..30" in what and "does not match" in what
+    # Every append_now is its own signed batch: the bad root pins the one changed record.
+    assert seq == 24 and "seq 24 was changed" in what
 
 
 def test_deleted_event_is_reported_missing(lf: Fixture) -> None:
@@ -154,8 +155,11 @@ def test_truncated_tail_is_caught_by_the_witness(lf: Fixture) -> None:
     lines = wal.read_bytes().splitlines(keepends=True)
     keep = [line for line in lines if b'"s":9' not in line and b'"k":"checkpoint"' not in line]
     wal.write_bytes(b"".join(keep))  # drop seq 90..95 and the checkpoints that signed them
-    seq, what = first_bad(lf.result())
-    assert seq == 90 and "witness" in what and "tail was cut" in what
+    report = lf.result()
+    assert any(p.seq == 90 and "witness" in p.what and "tail was cut" in p.what for p in report.problems)
+    # The checkpoints that signed 81..89 are gone too: the witness still has them.
+    seq, what = first_bad(report)
+    assert seq == 81 and "gone from the ledger" in what
 
 
 def test_whole_ledger_replaced_by_an_older_copy_is_caught(lf: Fixture, tmp_path: Path) -> None:
@@ -205,10 +209,11 @@ def test_cli_inclusion_proof_checks_against_a_signed_checkpoint(
     argv = ["--dir", str(lf.audit), "--witness", str(lf.witness), "--key-file", str(lf.key_file)]
     assert cli_verify.main([*argv, "--event", "req-41"]) == 0
     proof = orjson.loads(capsys.readouterr().out)
-    assert proof["verified"] is True and proof["seq"] == 42 and proof["checkpoint"]["size"] == 50
+    # Every batch is signed: the first checkpoint covering seq 42 is the one its own append wrote.
+    assert proof["verified"] is True and proof["seq"] == 42 and proof["checkpoint"]["size"] == 42
     cp = keys.Checkpoint(**proof["checkpoint"])
     assert keys.check_signature(lf.key.public_key(), cp)  # type: ignore[union-attr]
-    ok = merkle.verify_inclusion(41, 50, bytes.fromhex(proof["leaf_hash"]),
+    ok = merkle.verify_inclusion(41, 42, bytes.fromhex(proof["leaf_hash"]),
                                  [bytes.fromhex(h) for h in proof["audit_path"]], bytes.fromhex(cp.root))
     assert ok
     assert cli_verify.main([*argv, "--event", "no-such-request"]) == 1

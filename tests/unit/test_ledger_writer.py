@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
-from addons.ledger import keys, layout, recording, sink, verify
+from addons.ledger import canonical, keys, layout, merkle, recording, sink, verify, wal
 from addons.ledger.read import open_ledger
 from addons.ledger.writer import Ledger, LedgerError, Settings
 
@@ -79,10 +80,10 @@ async def test_a_slow_fsync_never_blocks_the_event_loop(tmp_path: Path, monkeypa
     led.close()
 
 
-async def test_timed_checkpoints_during_inflight_batches_sign_the_right_tree(
+async def test_every_batch_is_signed_while_later_records_are_staged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    led = make(tmp_path, checkpoint_seconds=1, checkpoint_events=100_000)
+    led = make(tmp_path)
     led.start()
     real = os.fdatasync
 
@@ -109,7 +110,8 @@ async def test_timed_checkpoints_during_inflight_batches_sign_the_right_tree(
     led.close()
     report = verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson")
     assert report.ok, report.problems
-    assert report.nodes[0].witness_checkpoints >= 3
+    # One checkpoint per committed batch (and the witness has each of them).
+    assert report.nodes[0].checkpoints == report.nodes[0].witness_checkpoints >= led.batches >= 3
 
 
 async def test_disk_full_fails_closed_then_recovers_with_an_incident(tmp_path: Path) -> None:
@@ -286,3 +288,83 @@ async def test_close_while_the_background_sealer_runs_seals_each_segment_once(
     firsts = [seg.first for seg in files.sealed]
     assert len(firsts) >= 3 and len(firsts) == len(set(firsts)) and not files.wals[:-1]
     assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
+
+
+def _forge_tail(tmp_path: Path, led_dir: Path, signer: keys.Ed25519PrivateKey | None) -> int:
+    """Append a well-formed event (and optionally a checkpoint over it signed by `signer`, whose
+    public key is published next to the data) to the write-ahead file, as someone without the
+    gateway's key would."""
+    node = layout.list_node(led_dir)
+    res = verify.NodeResult(NODE)
+    hashes = verify.node_data(node, res).hashes
+    seq = len(hashes) + 1
+    entry = canonical.encode("event", seq, {"node_id": NODE, "request_id": "forged"})
+    lines = [wal.encode_line("event", seq, merkle.leaf_hash(entry), entry)]
+    if signer is not None:
+        root = merkle.root_of([*hashes, merkle.leaf_hash(entry)])
+        cp = keys.sign_checkpoint(signer, NODE, seq, root, canonical.iso_ts(1_800_000_000.0))
+        lines.append(wal.encode_line("checkpoint", None, None, orjson.dumps(cp.as_row(), option=orjson.OPT_SORT_KEYS)))
+        pub = signer.public_key()
+        (layout.keys_dir(tmp_path / "audit") / f"{keys.key_id_of(pub)}.pub").write_bytes(keys.public_pem(pub))
+    with open(node.wals[-1].path, "ab") as fh:
+        fh.write(b"".join(lines))
+    return seq
+
+
+@pytest.mark.parametrize("signer", [None, keys.parse_private(b"33" * 32, "forger")],
+                         ids=["unsigned", "signed-by-a-published-foreign-key"])
+def test_a_tail_no_trusted_checkpoint_covers_is_quarantined_never_signed(
+    tmp_path: Path, signer: keys.Ed25519PrivateKey | None
+) -> None:
+    led = make(tmp_path)
+    for i in range(3):
+        led.append_now("event", {"request_id": f"r{i}"})
+    led.close()
+    seq = _forge_tail(tmp_path, led.dir, signer)
+    again = make(tmp_path)
+    assert again.size == seq - 1  # resumes from the last trusted checkpoint
+    again.append_now("event", {"request_id": "after"})
+    again.close()
+    con = open_ledger(tmp_path / "audit")
+    ids = [r[0] for r in con.sql("SELECT request_id FROM events ORDER BY seq").fetchall()]
+    (detail,) = con.execute("SELECT detail FROM incidents WHERE kind = 'unsigned_tail_quarantined'").fetchone() or ("",)
+    con.close()
+    assert ids == ["r0", "r1", "r2", "after"]
+    assert f"seq {seq}..{seq} (1 records)" in detail
+    (moved,) = (led.dir / layout.QUARANTINE_DIR).iterdir()
+    assert b'"request_id\\":\\"forged\\"' in moved.read_bytes()
+    assert verify.verify(tmp_path / "audit", pubs(), tmp_path / "witness.ndjson").ok
+
+
+def test_a_rotated_key_resumes_without_quarantine(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    led.append_now("event", {"request_id": "old-key"})
+    led.close()
+    new = keys.parse_private(b"44" * 32, "rotated")
+    again = Ledger(tmp_path / "audit", NODE, signing_key=new, witness=tmp_path / "witness.ndjson")
+    again.open()
+    assert again.size == 1 and not (again.dir / layout.QUARANTINE_DIR).exists()
+    again.append_now("event", {"request_id": "new-key"})
+    again.close()
+    both = {**pubs(), keys.key_id_of(new.public_key()): new.public_key()}
+    assert verify.verify(tmp_path / "audit", both, tmp_path / "witness.ndjson").ok
+
+
+def test_the_witness_append_only_flag_is_checked_and_set_when_allowed(tmp_path: Path) -> None:
+    led = make(tmp_path)
+    try:
+        if led.witness_append_only() is None:
+            pytest.skip("this filesystem has no append-only attribute")
+        assert led.witness_append_only() is False
+        if os.geteuid() != 0:
+            assert led.witness_append_only(set_flag=True) is False  # needs CAP_LINUX_IMMUTABLE
+            return
+        assert led.witness_append_only(set_flag=True) is True
+        led.append_now("event", {"request_id": "appended"})  # appends still work
+        assert led.witness is not None
+        with pytest.raises(PermissionError):
+            led.witness.write_bytes(b"")  # a rewrite does not
+    finally:
+        led.close()
+        if led.witness is not None:
+            subprocess.run(["chattr", "-a", str(led.witness)], check=False)
