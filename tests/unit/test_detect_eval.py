@@ -145,6 +145,7 @@ MISSES = [
     ("Pathology case S21-12345; Order # 55512345; Claim number 4412345678", ["S21-12345", "55512345", "4412345678"]),
     ("Rx # 1234567; Study subject ID PRJ-215-2862; Employee ID E12345", ["1234567", "PRJ-215-2862", "E12345"]),
     ("DCF case # 12-345678; SNAP case no. 123456789; A-number A123456789", ["12-345678", "123456789", "A123456789"]),
+    ("Fingerprint ID FP-22817-3 enrolled", ["FP-22817-3"]),
 ]
 
 

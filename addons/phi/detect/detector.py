@@ -717,6 +717,8 @@ OTHER_ID_CUES = (
     "ref", "reference", "reference number", "confirmation", "confirmation number", "ticket", "voucher",
     "authorization", "auth", "prior auth", "referral number", "tracking number", "ID", "identifier", "EMPI",
     "file no.", "file number", "C-file", "docket", "inmate", "booking number",
+    # Safe Harbor (P): biometric identifiers appear in text as the enrolment's number.
+    "biometric id", "fingerprint id", "voiceprint id", "palm vein id", "photo id",
 )
 
 
