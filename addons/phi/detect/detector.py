@@ -240,6 +240,19 @@ def _has_digits(m: re.Match[str], n: int = 2, group: str = "v") -> bool:
 
 
 BUILTIN: tuple[Recogniser, ...] = (
+    # "jane dot doe at gmail dot com": an address spelled out so that filters miss it.
+    Recogniser(
+        "EMAIL",
+        re.compile(r"\b[A-Za-z0-9_]+(?:[ \t]+dot[ \t]+[A-Za-z0-9_]+)*[ \t]+(?:at|\[at\]|\(at\))[ \t]+[A-Za-z0-9\-]+"
+                   r"(?:[ \t]+dot[ \t]+[A-Za-z0-9\-]+)*[ \t]+dot[ \t]+(?:com|net|org|edu|gov|us|io|me|co|info)\b",
+                   re.IGNORECASE),
+        0.9,
+        keys=(" dot ",),
+        wordy=True,
+    ),
+    # A social media handle ("@janedoe77"): a web identifier of its own.
+    Recogniser("URL", re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,28}[A-Za-z0-9_])\b"), 0.85, keys=("@",),
+               token=True, wordy=True),
     Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",),
                token=True),
     Recogniser(
@@ -287,6 +300,15 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "SSN",
+        # The last four digits, named as such ("SSN ending in 6789").
+        re.compile(r"\b(?:SSN|SS#|social security(?: number| no\.?| #)?|social)[ \t]*"
+                   r"(?:ending|ends|last[ \t]+(?:4|four))"
+                   r"(?:[ \t]+(?:in|with|of|digits))*[ \t:#]*(?P<v>\d{4})\b", re.IGNORECASE),
+        0.95,
+        "v",
+    ),
+    Recogniser(
+        "SSN",
         _label(r"SSN|SS#|S\.S\.N\.?|social security(?: number| no\.?| #)?|soc\.? sec\.?|social",
                r"\d{3}[- .]?\d{2}[- .]?\d{4}(?![\d\-])"),
         0.99,
@@ -295,7 +317,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser(
         "PHONE",
         re.compile(
-            r"(?<![\w+-])(?:(?:\+?1|001)[ \t.\-]?)?(?:\(\d{3}\)[ \t]?|\d{3}[ \t.\-/])\d{3}[ \t.\-]\d{4}"
+            r"(?<![\w+-])(?:(?:\+?1|001)[ \t.\-]?)?(?:\(\d{3}\)[ \t]?\d{3}[ \t.\-]?|\d{3}[ \t.\-/]\d{3}[ \t.\-])\d{4}"
             r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?(?![\w-])",
             re.IGNORECASE,
         ),
@@ -438,7 +460,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         "DATE",
         # Month first: "March 5, 2020", "Mar 5", "March 2020".
         re.compile(
-            rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?|,?\s+(?:19|20)\d{{2}})\b"
+            rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}}\b|,?[ \t]*['\u2019]\d{{2}}(?!\d))?"
+            rf"|,?\s+(?:19|20)\d{{2}})\b"
         ),
         0.85,
     ),
@@ -480,6 +503,16 @@ BUILTIN: tuple[Recogniser, ...] = (
                    re.IGNORECASE),
         0.95,
         validate=_age_over_89,
+    ),
+    Recogniser(
+        "AGE",
+        # Decades and words that say "over 89" on their own.
+        re.compile(r"\b(?:(?:in|into)[ \t]+(?:his|her|their|the|my|late|early|mid)[ \t]+"
+                   r"(?:late[ \t]+|early[ \t]+|mid[ \t-]*)?"
+                   r"(?:90s|nineties|100s|hundreds)|(?:super)?centenarian|nonagenarian)\b", re.IGNORECASE),
+        0.9,
+        keys=("90s", "nineties", "100s", "hundreds", "centenarian", "nonagenarian"),
+        wordy=True,
     ),
     Recogniser(
         "AGE",
