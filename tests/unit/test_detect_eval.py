@@ -176,7 +176,7 @@ NOT_IDENTIFIERS = [
     "Age 90+ in the generalised record; 67-year-old at diagnosis.",
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
     "we march 5 miles a day; may 3 tabs help?",
-    "meet @ 3 pm; in the 1990s; in her 80s.",
+    "meet @ 3 pm; in the 1990s; in her 80s; SpO2 in the 90s, SBP in the mid 90s.",
     "Grant funding supports Hope Clinic; Grace Hospital partners with Mercy Health. Chase the culture.",
     "Cooper's ligament intact; Beck's triad absent; Levine sign; Status-post CABG; Chest X-ray clear.",
     "Abdomen: Soft, ND, NT. Lungs clear.",

@@ -506,8 +506,9 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        # Decades and words that say "over 89" on their own.
-        re.compile(r"\b(?:(?:in|into)[ \t]+(?:his|her|their|the|my|late|early|mid)[ \t]+"
+        # Decades and words that say "over 89" on their own; a person's decade only: "sats in the
+        # 90s" and "BP in the mid 90s" are readings.
+        re.compile(r"\b(?:(?:in|into)[ \t]+(?:his|her|their|my)[ \t]+"
                    r"(?:late[ \t]+|early[ \t]+|mid[ \t-]*)?"
                    r"(?:90s|nineties|100s|hundreds)|(?:super)?centenarian|nonagenarian)\b", re.IGNORECASE),
         0.9,
