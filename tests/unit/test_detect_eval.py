@@ -177,6 +177,8 @@ NOT_IDENTIFIERS = [
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
     "we march 5 miles a day; may 3 tabs help?",
     "meet @ 3 pm; in the 1990s; in her 80s; SpO2 in the 90s, SBP in the mid 90s.",
+    "Dose is 1/2 tab. Score of 3/4 on the scale. Ratio is 2/3. Take from 1/2 to 1 tab.",
+    "Grew up in Foster Care; moved to Assisted Living; @home health to visit; @RN please recheck BP.",
     "Grant funding supports Hope Clinic; Grace Hospital partners with Mercy Health. Chase the culture.",
     "Cooper's ligament intact; Beck's triad absent; Levine sign; Status-post CABG; Chest X-ray clear.",
     "Abdomen: Soft, ND, NT. Lungs clear.",

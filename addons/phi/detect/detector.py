@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from addons.phi.detect import checks
+from addons.phi.detect.lexicon import fold
 from addons.phi.detect.lexicon import load as load_lexicon
 from addons.phi.detect.names import find_names
 
@@ -208,7 +209,8 @@ _NOT_PLACES = frozenset(
     stable good fair serious critical distress tears shock labor labour remission recovery agony trouble love
     class church court surgery traffic line bed bathroom kitchen hall lobby waiting clinic office car bus
     mood much more some any all too so very really just still also here now today tonight tomorrow time
-    general private public""".split()
+    general private public section assisted foster group nursing skilled memory independent senior low
+    transitional sober halfway supportive residential shelter housing""".split()
 )
 
 
@@ -252,7 +254,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     # A social media handle ("@janedoe77"): a web identifier of its own.
     Recogniser("URL", re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,28}[A-Za-z0-9_])\b"), 0.85, keys=("@",),
-               token=True, wordy=True),
+               token=True, wordy=True, validate=lambda m: fold(m.group(0)[1:]) not in load_lexicon().safe),
     Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",),
                token=True),
     Recogniser(
@@ -400,11 +402,12 @@ BUILTIN: tuple[Recogniser, ...] = (
         # often a fraction, a score or a ratio.
         re.compile(
             r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
-            r"|admitted|discharged|visit|seen|returned|back|starting|is|was|of|last|next|cath|surgery|appt|review"
-            r"|note|call|called|update|f/u"
-            r"|appointment|scan|echo|labs|procedure|scheduled|planned)"
-            r"[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
-            r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score))",
+            r"|admitted|discharged|visit|seen|returned|starting|last|next|cath|surgery|appt|review"
+            r"|note|call|called|update|f/u|appointment|scan|echo|labs|procedure|scheduled|planned)"
+            r"(?:[ \t]+(?:is|was|on|of))?[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
+            # Not a fraction, a score or a dose range ("from 1/2 to 1 tab").
+            r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score|tabs?|tablets?|caps?|cups?|doses?"
+            r"|of\b)|[ \t]*(?:to|-)[ \t]*\d+(?![\d/]))",
             re.IGNORECASE,
         ),
         0.85,

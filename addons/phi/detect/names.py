@@ -135,7 +135,8 @@ WORD_NAMES = frozenset(
 ORG_AFTER = re.compile(
     r"[ \t]+(?:Hospital|Clinic|Health|Healthcare|Medical|Center|Centre|Foundation|University|College|School"
     r"|Church|Pharmacy|Institute|Hospice|Manor|Village|Memorial|Regional|Community|Labs?|Laboratory|Group"
-    r"|Associates|Partners|Inc|LLC|Corp|Company|Bank|Insurance|Plan|Network|Services|Society|Association)\b"
+    r"|Associates|Partners|Inc|LLC|Corp|Company|Bank|Insurance|Plan|Network|Services|Society|Association|Care"
+    r"|Living|Home|Homes|House|Housing|Program)\b"
 )
 
 
