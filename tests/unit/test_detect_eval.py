@@ -111,6 +111,9 @@ MISSES = [
     ("call (312)5550199", ["(312)5550199"]),
     ("she is in her 90s, a nonagenarian", ["in her 90s", "nonagenarian"]),
     ("Seen Jan. 5th, '21", ["Jan. 5th, '21"]),
+    ("Ngata, a 45-year-old Maori woman, presented.", ["Ngata"]),
+    ("pt name: oyelaran, bisi. dob 4/4/44.", ["oyelaran, bisi"]),
+    ("user's ex is darnell", ["darnell"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),
@@ -176,6 +179,7 @@ NOT_IDENTIFIERS = [
     "Age 90+ in the generalised record; 67-year-old at diagnosis.",
     "Metformin 500 mg BID, Eliquis 5 mg, Lasix 40 mg IV at 14:30.",
     "we march 5 miles a day; may 3 tabs help?",
+    "A Maori and Hmong-speaking family; Somali interpreter; Haitian Creole.",
     "meet @ 3 pm; in the 1990s; in her 80s; SpO2 in the 90s, SBP in the mid 90s.",
     "Dose is 1/2 tab. Score of 3/4 on the scale. Ratio is 2/3. Take from 1/2 to 1 tab.",
     "Grew up in Foster Care; moved to Assisted Living; @home health to visit; @RN please recheck BP.",

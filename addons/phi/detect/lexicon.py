@@ -126,6 +126,14 @@ EXTRA_SAFE = frozenset(
     bye hi hey hello lol ok okay pls plz u ur im ive dont cant wont btw asap tmrw tmr yeah yep nope thx ty
     postal x-ray xray x-rays chest
     um uh er erm hmm umm uhh rd st ave blvd ln ct pl pkwy hwy ter cir apt ste
+    maori hmong somali latina latino latinx hispanic navajo cherokee lakota samoan tongan hawaiian filipino
+    filipina haitian cuban mexican guatemalan salvadoran honduran dominican korean japanese chinese vietnamese
+    cambodian laotian thai burmese nepali bhutanese tibetan punjabi sikh afghan pashto dari farsi persian
+    iranian iraqi syrian kurdish arab arabic yemeni eritrean ethiopian amharic tigrinya oromo swahili congolese
+    sudanese nigerian yoruba igbo ghanaian akan twi liberian senegalese wolof ukrainian bosnian serbian croatian
+    albanian romanian roma greek armenian georgian turkish jewish muslim christian catholic hindu buddhist mormon
+    amish aboriginal inuit metis jamaican trinidadian guyanese brazilian italian irish scottish welsh german dutch
+    swedish norwegian finnish danish african asian european caucasian indigenous native pacific islander
     till til gonna wanna gotta kinda idk omg brb ttyl np
     """.split()
 )

@@ -29,7 +29,7 @@ TITLES = frozenset("mr mrs ms miss mx dr dra prof sr sra srta mister madam fr re
 # Cue words right before a name (a colon, comma or dash may sit between).
 RELATIONS = frozenset(
     """
-    daddy mommy hubby wifey bro sis bf gf bff babe
+    daddy mommy hubby wifey bro sis bf gf bff babe ex
     son daughter wife husband mother mom mum mama father dad papa spouse partner brother sister sibling
     guardian caregiver grandmother grandma grandfather grandpa grandson granddaughter grandchild aunt uncle
     niece nephew cousin friend neighbor neighbour landlord landlady roommate fiance fiancee fiancé fiancée
@@ -50,7 +50,7 @@ LABELS = frozenset("from to by contact check signature verified ordering referri
 BY_VERBS = frozenset(
     """
     seen examined evaluated referred accompanied signed dictated transcribed reviewed attended verified
-    authored cosigned co-signed entered called contacted visited cared covered supervised read approved
+    authored cosigned co-signed entered called contacted visited cared covered supervised read approved goes go
     """.split()
 )
 TALK_VERBS = frozenset("met spoke speaking talked discussed consulted conferred given texted emailed called".split())
@@ -67,7 +67,9 @@ _REL = "|".join(sorted(RELATIONS | {"pt", "patient", "caregiver", "interpreter",
 AFTER = re.compile(
     rf"[ \t]*\((?:[\w' ]{{0,20}}\b)?(?:{_REL})\b"
     rf"|[ \t]*,[ \t]*(?:her|his|their|the|my|pt'?s|patient'?s)[ \t]+(?:{_REL})\b"
-    rf"|[ \t]+family\b|'s[ \t]+(?:{_REL})\b", re.IGNORECASE)
+    rf"|[ \t]+family\b|'s[ \t]+(?:{_REL})\b"
+    # "Ngata, a 45-year-old woman": a person introduced by age.
+    r"|,[ \t]+(?:a|an)[ \t]+\d{1,3}[ \t-]*(?:-?year|yo\b|y/o|y\.o\.|month|[MF]\b)", re.IGNORECASE)
 VERB_AFTER = re.compile(
     r"[ \t]+(?:reports|reported|states|stated|denies|denied|agrees|agreed|called|calls|presented|presents"
     r"|tolerated|tolerates|was seen|was admitted|is a \d|underwent|verbalized|consented|declined|requests"
@@ -498,6 +500,11 @@ def _judge_lower(text: str, toks: Sequence[_Tok], i: int, out: list[Found],
             break
     if not take:
         return 1
+    if cue and len(take) == 1 and text.startswith(", ", take[0].end):
+        # "pt name: oyelaran, bisi": surname, comma, given name, in lower case.
+        j = _index(toks, take[0]) + 1
+        if j < len(toks) and not toks[j].cap and toks[j].kind in ("N", "U") and toks[j].start == take[0].end + 2:
+            take.append(toks[j])
     if cue or (len(take) >= 2 and take[0].kind == "N"):
         out.append((take[0].start, take[-1].end, 0.8, "NAME"))
         named.update(p.low for p in take if p.kind in ("N", "U") and len(p.low) > 2)
