@@ -509,6 +509,17 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
+        # "she's 92", "he turned 101": an age over 89 said of a person, without "years".
+        re.compile(r"\b(?:she|he|they|pt|patient|who|mom|dad|mother|father)"
+                   r"(?:'s|\u2019s|[ \t]+is|[ \t]+was|[ \t]+turned|[ \t]+turns|[ \t]+is now)[ \t]+"
+                   r"(?P<v>9\d|1[01]\d)\b(?![ \t]*(?:%|mg|kg|lbs?|bpm|/|\.\d|degrees|\u00b0))",
+                   re.IGNORECASE),
+        0.9,
+        "v",
+        validate=_age_over_89,
+    ),
+    Recogniser(
+        "AGE",
         # Decades and words that say "over 89" on their own; a person's decade only: "sats in the
         # 90s" and "BP in the mid 90s" are readings.
         re.compile(r"\b(?:(?:in|into)[ \t]+(?:his|her|their|my)[ \t]+"
@@ -586,7 +597,8 @@ BUILTIN: tuple[Recogniser, ...] = (
         "ADDRESS",
         # Chat writes addresses in lower case ("575 spruce ln").
         re.compile(
-            r"\b\d{1,6}[ \t]+(?:[a-z]+[ \t]+){1,2}(?:st|street|ave|avenue|rd|road|dr|drive|ln|lane|ct|court|blvd"
+            r"\b\d{1,6}[ \t]+(?:[nsew]\.?[ \t]+)?(?:[a-z]+[ \t]+){1,2}"
+            r"(?:st|street|ave|avenue|rd|road|dr|drive|ln|lane|ct|court|blvd"
             r"|boulevard|way|pl|place|terrace|ter|pkwy|parkway|cir|circle|trail|trl|hwy|highway)\b\.?"
         ),
         0.85,

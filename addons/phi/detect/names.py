@@ -43,7 +43,7 @@ ROLES = frozenset(
     nurse rn np surgeon therapist pharmacist author witness informant subscriber insured guarantor
     applicant named dear hi hello hey hiya attn cc re regarding ref agent member beneficiary recipient
     cardiologist oncologist nephrologist neurologist psychiatrist dentist doctor counselor counsellor
-    chaplain aide doula midwife proxy poa representative rep executor morning afternoon evening
+    chaplain aide doula midwife proxy poa representative rep executor morning afternoon evening kin
     """.split()
 ) | RELATIONS
 # Only with a colon: "From: Ana Ruiz", never "from Cardiology".
