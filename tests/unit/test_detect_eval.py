@@ -242,6 +242,8 @@ def test_lexicon_is_large_and_folded() -> None:
     assert len(lex.given) > 90_000 and len(lex.surnames) > 150_000 and len(lex.safe) > 150_000
     assert {"arjun", "hiroshi", "ikenna", "tomasz", "maria", "kwabena"} <= lex.given
     assert lexicon.fold("María-José O'Neil") == "maria-jose oneil"
+    assert lexicon.fold("Əliyeva Łukasz Østergaard") == "eliyeva lukasz ostergaard"
+    assert {"eliyeva", "lukasz"} <= lex.surnames | lex.given
 
 
 def test_a_missing_name_list_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 # Letters NFKD does not split into a base letter and a mark (dotless i, l with stroke, ...).
 _UNSPLIT = str.maketrans({"\u0131": "i", "\u0142": "l", "\u00f8": "o", "\u0111": "d", "\u00df": "ss", "\u00e6": "ae",
-                          "\u0153": "oe", "\u00fe": "th", "\u00f0": "d"})
+                          "\u0153": "oe", "\u00fe": "th", "\u00f0": "d", "\u0259": "e", "\u0127": "h"})
 _LATIN = re.compile(r"[a-z][a-z'\-]*")
 
 
