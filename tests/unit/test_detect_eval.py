@@ -116,6 +116,8 @@ MISSES = [
     ("user's ex is darnell", ["darnell"]),
     ("mom's name is dolores, she's 92, lives at 3300 n lake shore dr", ["dolores", "92", "3300 n lake shore dr"]),
     ("Next of kin: Fenwick Tolliver (brother).", ["Fenwick Tolliver"]),
+    ("hi is this dr wong's office? its me wanda again", ["wanda"]),
+    ("Medicaid pending, application # 20240119-4471.", ["20240119-4471"]),
     # Dates.
     ("Collected 08-NOV-2019 at noon", ["08-NOV-2019"]),
     ("Scanned 2021/04/09.", ["2021/04/09"]),
@@ -183,6 +185,7 @@ NOT_IDENTIFIERS = [
     "we march 5 miles a day; may 3 tabs help?",
     "A Maori and Hmong-speaking family; Somali interpreter; Haitian Creole.",
     "Next of kin: on file. She is 95% adherent; he was 98.6 F; pt is 92 kg; SpO2 she's 94%.",
+    "Discharge to Kindred LTAC or Select Specialty Hospital; Sunrise ALF declined.",
     "meet @ 3 pm; in the 1990s; in her 80s; SpO2 in the 90s, SBP in the mid 90s.",
     "Dose is 1/2 tab. Score of 3/4 on the scale. Ratio is 2/3. Take from 1/2 to 1 tab.",
     "Grew up in Foster Care; moved to Assisted Living; @home health to visit; @RN please recheck BP.",

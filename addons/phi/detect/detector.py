@@ -765,7 +765,8 @@ OTHER_ID_CUES = (
     "DCF case", "SNAP case", "TANF case", "CPS case", "APS case", "A-number", "alien number", "USCIS", "NPI",
     "ref", "reference", "reference number", "confirmation", "confirmation number", "ticket", "voucher",
     "authorization", "auth", "prior auth", "referral number", "tracking number", "ID", "identifier", "EMPI",
-    "file no.", "file number", "C-file", "docket", "inmate", "booking number",
+    "file no.", "file number", "C-file", "docket", "inmate", "booking number", "application", "application number",
+    "app #",
     # Safe Harbor (P): biometric identifiers appear in text as the enrolment's number.
     "biometric id", "fingerprint id", "voiceprint id", "palm vein id", "photo id",
 )

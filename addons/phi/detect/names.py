@@ -139,7 +139,7 @@ ORG_AFTER = re.compile(
     r"[ \t]+(?:Hospital|Clinic|Health|Healthcare|Medical|Center|Centre|Foundation|University|College|School"
     r"|Church|Pharmacy|Institute|Hospice|Manor|Village|Memorial|Regional|Community|Labs?|Laboratory|Group"
     r"|Associates|Partners|Inc|LLC|Corp|Company|Bank|Insurance|Plan|Network|Services|Society|Association|Care"
-    r"|Living|Home|Homes|House|Housing|Program)\b"
+    r"|Living|Home|Homes|House|Housing|Program|LTAC|LTACH|SNF|ALF|LTC|Rehab|Rehabilitation|Hospitals?)\b"
 )
 
 
@@ -239,6 +239,8 @@ def _cue_before(text: str, toks: Sequence[_Tok], i: int) -> bool:
     if w in CLOSINGS and g in ("", ",", "-", "~", "!"):
         return True
     if w in SELF_CUES or (w == "is" and i >= 2 and toks[i - 2].low in ("this", "name", "names", *RELATIONS)):
+        return True
+    if w == "me" and i >= 2 and toks[i - 2].low in SELF_CUES:  # "its me wanda"
         return True
     if w == "called" and i >= 2 and toks[i - 2].low in ("be", "prefers", "named"):
         return True
@@ -374,8 +376,9 @@ def _judge_piece(text: str, toks: Sequence[_Tok], piece: list[_Tok], out: list[F
     after = text[e : e + 40]
     if EPONYM_AFTER.match(after) and len(words) == 1:
         return  # "Bell's palsy", "Chiari I malformation"
-    if ORG_AFTER.match(after) and not _cue_before(text, toks, first_i):
-        return  # "Grace Hospital", "Mercy Health": an organisation
+    org = ORG_AFTER.match(after) or (len(piece) > 1 and ORG_AFTER.fullmatch(" " + piece[-1].raw.rstrip(".")))
+    if org and not _cue_before(text, toks, first_i):
+        return  # "Grace Hospital", "Mercy Health", "Kindred LTAC": an organisation
     if len(piece) > 1 and piece[0].low in _SAINTS and piece[0].cap:
         piece = piece[1:]
         first_i += 1
