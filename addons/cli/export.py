@@ -22,7 +22,7 @@ from addons.core import progress
 from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
-               "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
+               "checkpoints": "ts", "reviews": "ts", "incidents": "ts", "configuration": "ts"}
 ORDER = {"checkpoints": "node_id, size"}
 
 
