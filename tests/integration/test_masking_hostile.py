@@ -211,7 +211,7 @@ json_values = st.recursive(scalars,
 records = st.dictionaries(keys, json_values, max_size=4)
 bodies = st.one_of(
     records.map(lambda m: query_answer([m])),  # the declared shape, any keys
-    st.builds(lambda m, k, v: query_answer([m], **{k: v}), records, keys, json_values),  # plus a key
+    st.builds(lambda m, k, v: {**query_answer([m]), k: v}, records, keys, json_values),  # plus a key
     json_values,  # any JSON at all
     json_values.map(lambda v: orjson.dumps(v).decode()),  # JSON inside a JSON string
 )
