@@ -373,6 +373,7 @@ def verify_node(
 
     # Checkpoints: each must carry a valid signature from a key we trust.
     by_size: dict[int, list[tuple[str, keys.Checkpoint]]] = {}
+    checked: dict[keys.Checkpoint, bool] = {}  # the witness repeats the ledger's: check each once
     for source, cps in (("ledger", data.checkpoints), ("witness", witness_cps)):
         for cp in cps:
             pub = public_keys.get(cp.key_id)
@@ -381,7 +382,9 @@ def verify_node(
                                         f"unknown key {cp.key_id}"))
                 continue
             ours = cp.node_id == node.node_id and cp.origin == f"phigate/{node.node_id}"
-            if not ours or not keys.check_signature(pub, cp):
+            if cp not in checked:
+                checked[cp] = keys.check_signature(pub, cp)
+            if not ours or not checked[cp]:
                 problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} has a bad signature"))
                 continue
             by_size.setdefault(cp.size, []).append((source, cp))
