@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from addons.ledger import canonical, keys, layout
 from addons.ledger.writer import Ledger, LedgerError
 
@@ -66,7 +68,9 @@ def record_to(
 ) -> int:
     """Write one record from a separate process (durable, and signed when a key is given)."""
     node = node_id or f"tool-{socket.gethostname()}"
-    signing = keys.load_private(key_file, key_env)
+    # Without a configured key, as the gateway does: a key that lives only in this process (its
+    # public half is published), so the record is still covered by a signature.
+    signing = keys.load_private(key_file, key_env) or Ed25519PrivateKey.generate()
     deadline = time.monotonic() + wait_s
     while True:
         where = layout.witness_location(str(witness)) if witness else None

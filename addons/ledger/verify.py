@@ -20,6 +20,7 @@ never an exception.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -248,10 +249,23 @@ def _cp_from(row: dict[str, Any]) -> keys.Checkpoint:
     )
 
 
-def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult) -> None:
+def _settled_bytes(path: Path, tries: int = 3) -> tuple[bytes, int]:
+    """The file's complete lines, read again (briefly) while they end in records without their
+    batch's checkpoint: a writer's commit may be half-way through its single write right now."""
+    raw, size = wal.complete_bytes(path)
+    for _ in range(tries):
+        last = raw[raw.rfind(b"\n", 0, len(raw) - 1) + 1:]
+        if not last or last.startswith(b'{"k":"checkpoint"'):
+            break
+        time.sleep(0.02)
+        raw, size = wal.complete_bytes(path)
+    return raw, size
+
+
+def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult, last: bool = False) -> None:
     path = w.path
     try:
-        raw, size = wal.complete_bytes(path)
+        raw, size = _settled_bytes(path) if last else wal.complete_bytes(path)
     except OSError as exc:
         res.problems.append(Problem(w.first, node_id, f"{path.name} cannot be read ({exc.strerror})"))
         return
@@ -325,8 +339,8 @@ def node_data(node: layout.NodeFiles, res: NodeResult) -> NodeData:
                                             f"{seg.first}..{seg.last}) cannot be read: {_first_line(exc)}"))
                 continue
             _add_segment(got, data, res.problems)
-    for w in node.wals:
-        _read_wal(w, node.node_id, data, res)
+    for i, w in enumerate(node.wals):
+        _read_wal(w, node.node_id, data, res, last=i == len(node.wals) - 1)
     return data
 
 
