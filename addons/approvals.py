@@ -37,16 +37,18 @@ from addons.auth.verifier import AuthError
 from addons.auth.verifier import shared as shared_verifier
 from addons.config.policy_rules import load_policy
 from addons.config.rulefiles import ConfigError
-from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, Stage, context
+from addons.core.context import Action, FlowContext, HoldInfo, HoldSpec, OpKind, Stage, context
 from addons.core.guard import fail_closed
-from addons.core.readiness import register_readiness
+from addons.core.readiness import readiness_of, register_readiness
 from addons.core.respond import refuse
 from addons.holds import httpserver
 from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
 from addons.holds.notify import Notifier
-from addons.holds.store import AsyncHoldStore, HoldStore
+from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
 from addons.holds.summary import masked_summary, request_hash
+from addons.request import upstream_call
+from addons.request.upstream_call import Upstream
 
 log = logging.getLogger("phigate")
 
@@ -65,6 +67,16 @@ WEBHOOK_FIELDS = ("hold_id", "kind", "state", "node_id", "requester", "requester
                   "requested_at", "expires_at", "decided_at", "seconds_left")
 
 _CANCELLED = "cancelled"
+BREAK_GLASS_KEY = "phigate.break_glass"
+# Hold states that release a request (as the Forward gate reads them).
+RELEASED_STATES = frozenset({"approved", "granted", "break_glass"})
+# Headers the re-fetch of an approved answer sets itself, or that describe one hop only.
+REFETCH_DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+                             "accept-encoding", "upgrade", "te", "trailer", "proxy-connection"})
+REFETCH_TIMEOUT_S = 60.0
+# How long a hold's end (timeout, cancel) may wait for the store before the flow ends without it.
+FINISH_GRACE_S = 0.5
+REFETCH_MAX_BYTES = 256 * 1024 * 1024
 
 
 def default_db_path() -> str:
@@ -73,6 +85,12 @@ def default_db_path() -> str:
 
 def _loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def _late_finish(task: asyncio.Future[Hold]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("phigate approvals: recording a hold's end failed (%s); the reaper retries",
+                    type(task.exception()).__name__)
 
 
 def _webhook_view(hold: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,9 +229,64 @@ class Approvals:
         header = ctx.options.phigate_break_glass_header
         # Our header, never the backend's: it carries free text and must not travel upstream.
         break_glass = flow.request.headers.pop(header, None)
+        if break_glass is not None:
+            flow.metadata[BREAK_GLASS_KEY] = break_glass  # for a hold decided on the answer
         decision = c.decision
         if decision is None or decision.action != Action.HOLD:
             return  # allow goes on; deny was answered by Policy (and break-glass never passes a deny)
+        await self._judge(flow, c, break_glass)
+
+    @fail_closed(Stage.APPROVAL, 502)
+    async def response(self, flow: http.HTTPFlow) -> None:
+        """An answer withheld for holding more records than the caller's cap: the request turned
+        out to be an export, and is held like one. Approved, the original request is sent again and
+        its answer released (the withheld one was cut at cap + 1); otherwise the refusal stands."""
+        c = context(flow)
+        cap = c.record_cap
+        decision = c.decision
+        if cap is None or not cap.withheld or decision is None or decision.action != Action.HOLD:
+            return
+        withheld = c.refusal
+        # What the approver reviews and what is re-fetched: the request as the client asked it (its
+        # own limit, not the cap + 1 the gateway sent).
+        if cap.restore_limit is not None:
+            cap.restore_limit(flow.request)
+        c.refusal = None
+        await self._judge(flow, c, flow.metadata.get(BREAK_GLASS_KEY))
+        if c.refusal is not None:
+            return  # denied, timed out, cancelled, unavailable: refused by _judge
+        if c.hold is None or c.hold.state not in RELEASED_STATES:
+            c.refusal = withheld
+            return
+        flow.response = await self._refetch(flow)
+        c.answered_by_gateway = False
+
+    async def _refetch(self, flow: http.HTTPFlow) -> http.Response:
+        req = flow.request
+        upstream = Upstream(req.scheme, req.host, req.port, verify=not getattr(ctx.options, "ssl_insecure", False),
+                            cafile=getattr(ctx.options, "ssl_verify_upstream_trusted_ca", None) or None)
+        # The forwarded headers (the backend's credential already in place), minus those this
+        # exchange sets itself; identity encoding keeps the answer as the masking addon expects it.
+        headers = {k: v for k, v in req.headers.items() if k.lower() not in REFETCH_DROPPED}
+        headers["accept-encoding"] = "identity"
+        try:
+            answer = await asyncio.wait_for(
+                upstream_call.call(upstream, req.method, req.path, headers, req.raw_content or b"",
+                                   max_bytes=REFETCH_MAX_BYTES), REFETCH_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError, ssl.SSLError) as exc:
+            log.warning("phigate approvals: re-fetching an approved answer failed (%s)", type(exc).__name__)
+            refuse(flow, Stage.UPSTREAM, 502, "upstream_unavailable",
+                   "the approved request could not be sent to the backend again; retry it")
+            assert flow.response is not None
+            return flow.response
+        return http.Response.make(answer.status, answer.body,
+                                  [(k.encode(), v.encode()) for k, v in answer.headers
+                                   if k not in REFETCH_DROPPED])
+
+    async def _judge(self, flow: http.HTTPFlow, c: FlowContext, break_glass: str | None) -> None:
+        """Break-glass, a grant, or a hold until approvers decide; refuses unless released."""
+        decision = c.decision
+        assert decision is not None
         spec = decision.hold
         if spec is None or not spec.approver_roles or spec.approvals_required < 1:
             refuse(flow, Stage.APPROVAL, 500, "hold_misconfigured",
@@ -233,6 +306,23 @@ class Approvals:
                    "this request needs approval, and a streamed request body cannot be approved; "
                    "disable stream_large_bodies for it")
             return
+        audit_down = readiness_of("audit")
+        if audit_down:
+            # A hold nobody could record must not exist, nor page an approver.
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger cannot record requests; the gateway refuses traffic until it can")
+            return
+        try:
+            await self._hold_or_pass(flow, c, spec, break_glass)
+        except (sqlite3.Error, OSError) as exc:
+            # Raised before a hold exists (a hold's end never raises: _finish): nothing is pending.
+            refuse(flow, Stage.APPROVAL, 503, "approvals_unavailable", f"{unavailable_reason(exc)}; try later",
+                   headers={"retry-after": "2"})
+
+    async def _hold_or_pass(self, flow: http.HTTPFlow, c: FlowContext, spec: HoldSpec, break_glass: str | None
+                            ) -> None:
+        store, ident = self.store, c.identity
+        assert store is not None and ident is not None
         now = time.time()
         new = self._new_hold(flow, c, spec, now)
         s = store.store
@@ -248,7 +338,7 @@ class Approvals:
         # A grant passes single-approver holds only: one approver's standing window must not stand in
         # for the second person a two-person rule demands.
         if spec.approvals_required == 1 and op is not None and op.collection:
-            grant = await store.call(s.find_grant, ident.subject, str(op.kind), op.collection, now)
+            grant = await store.call(s.find_grant, ident.subject, str(self._held_kind(c)), op.collection, now)
             if grant is not None and grant.granted_by_roles & spec.approver_roles:
                 hold = await store.call(s.create, new, HoldState.GRANTED, approvers=[grant.granted_by],
                                         justification=grant.justification, record={"grant_id": grant.grant_id})
@@ -265,7 +355,7 @@ class Approvals:
             hold_id="h-" + uuid.uuid4().hex[:16], kind="hold", request_id=c.request_id,
             requester=ident.subject, requester_issuer=ident.issuer, requester_name=ident.name,
             rule_id=c.decision.rule_id if c.decision else None, reason=c.decision.reason if c.decision else None,
-            backend=op.backend if op else None, operation=str(op.kind) if op else None,
+            backend=op.backend if op else None, operation=self._held_kind(c),
             route=op.route if op else None, collection=op.collection if op else None,
             method=flow.request.method,
             # The query string can carry record ids (Pinecone fetch): reviewers see the path only.
@@ -276,6 +366,13 @@ class Approvals:
             approver_roles=spec.approver_roles, approvals_required=spec.approvals_required,
             requested_at=now, expires_at=now + spec.timeout_s,
         )
+
+    @staticmethod
+    def _held_kind(c: FlowContext) -> str | None:
+        """The operation a hold is about: an export when the answer showed the read was one."""
+        if c.record_cap is not None and c.record_cap.withheld:
+            return str(OpKind.EXPORT)
+        return str(c.operation.kind) if c.operation else None
 
     async def _break_glass(self, c: FlowContext, new: NewHold, justification: str) -> None:
         assert self.store is not None
@@ -303,15 +400,15 @@ class Approvals:
             if flow.client_conn.state is connection.ConnectionState.CLOSED:
                 fut.set_result(_CANCELLED)  # the client left before the hold was even stored
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(fut), timeout=spec.timeout_s)
+                # Counted from the hold's own start: time spent storing it is not added on top.
+                left = max(0.0, hold.expires_at - time.time())
+                outcome = await asyncio.wait_for(asyncio.shield(fut), timeout=left)
             except TimeoutError:
-                outcome = await self.store.call(s.finish, hold.hold_id, HoldState.TIMEOUT, "approval timed out",
-                                                time.time())
+                outcome = await self._finish(hold, HoldState.TIMEOUT, "approval timed out")
                 if outcome.state == HoldState.TIMEOUT:
                     self.notifier.event("hold_expired", _webhook_view(outcome.public(time.time())))
             if outcome == _CANCELLED:
-                outcome = await self.store.call(s.finish, hold.hold_id, HoldState.CANCELLED,
-                                                "the client disconnected while held", time.time())
+                outcome = await self._finish(hold, HoldState.CANCELLED, "the client disconnected while held")
                 if outcome.state == HoldState.CANCELLED:
                     self.notifier.event("hold_cancelled", _webhook_view(outcome.public(time.time())))
                 c.hold = self._info(outcome)
@@ -331,6 +428,21 @@ class Approvals:
                 if not held:
                     del self._by_client[client_id]
             flow.resume()
+
+    async def _finish(self, hold: Hold, state: HoldState, why: str) -> Hold:
+        """End a hold without an approver. If the store cannot record it within FINISH_GRACE_S
+        (locked by another process, failing disk), the flow still ends now, as `state`: a timeout
+        keeps its configured time. The store catches up on its own thread; until then the hold
+        looks pending there, but an expired hold can no longer be approved (HoldStore._decidable)."""
+        assert self.store is not None
+        task = asyncio.ensure_future(self.store.call(self.store.store.finish, hold.hold_id, state, why, time.time()))
+        done, _ = await asyncio.wait({task}, timeout=FINISH_GRACE_S)
+        if task in done and task.exception() is None:
+            return task.result()
+        task.add_done_callback(_late_finish)
+        log.warning("phigate approvals: the hold store did not record hold %s as %s in time; ended for the "
+                    "flow all the same", hold.hold_id, state)
+        return dataclasses.replace(hold, state=state, decided_at=time.time(), justification=why)
 
     def _settle(self, flow: http.HTTPFlow, c: FlowContext, hold: Hold) -> None:
         c.hold = self._info(hold)

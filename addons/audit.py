@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
+from addons.core import upstream_errors
 from addons.core.context import Caller, FlowContext, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
@@ -99,7 +100,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
     if c.refusal is not None:
         error = f"{c.refusal.error}: {c.refusal.detail}"
     elif flow.error is not None:
-        error = flow.error.msg
+        # mitmproxy's message can quote the upstream's bytes: only its class is recorded.
+        error = upstream_errors.classify(flow.error.msg, flow.request.timestamp_end is not None).reason
     peer = flow.client_conn.peername
     return {
         "request_id": c.request_id,
@@ -122,7 +124,8 @@ def build_event(flow: http.HTTPFlow, c: FlowContext, session_id: str) -> dict[st
         "decision": _decision(flow, c),
         "rule_ids": list(dict.fromkeys(rule_ids)),
         "stage": c.refusal.stage.value if c.refusal else (Stage.UPSTREAM.value if flow.error else None),
-        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type)} if m else None,
+        "masking": {"by_rule": dict(m.counts_by_rule), "by_type": dict(m.counts_by_type),
+                    "headers_dropped": m.headers_dropped} if m else None,
         "fields_disclosed": list(m.fields_disclosed) if m else None,
         "subject_refs": list(m.subject_refs) if m else None,
         "purpose": c.purpose or (ident.purpose if ident else None) or (c.decision.purpose if c.decision else None),
@@ -271,7 +274,11 @@ class Audit:
             audit_dir = Path(opts.confdir).expanduser() / "phigate-audit"
             log.warning("phigate: option phigate_audit_dir is not set; writing the audit ledger to %s "
                         "(set --set phigate_audit_dir=/var/lib/phigate/audit in production)", audit_dir)
-        witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        try:
+            witness = layout.witness_location(opts.phigate_witness or f"{audit_dir.resolve()}-witness/")
+        except OSError as exc:
+            self._fail_start(f"cannot open the audit witness next to {audit_dir}: {exc.strerror}")
+            return
         signing = self._signing
         if signing is None:
             # Without a configured key the ledger is still hash-chained; checkpoints are signed with a
@@ -286,16 +293,12 @@ class Audit:
         try:
             ledger = self._open(audit_dir, opts.phigate_node_id, signing, witness, settings)
         except LedgerError as exc:
-            self.start_error = str(exc)
-            log.error("phigate audit: %s; refusing all traffic", exc)
-            self._opened.set()
+            self._fail_start(str(exc))
             return
         problem = self._check_witness(ledger, opts.phigate_witness_append_only)
         if problem and opts.phigate_witness_append_only:
             ledger.close()
-            self.start_error = problem
-            runtime_error(log, "phigate audit: %s; refusing all traffic", problem)
-            self._opened.set()
+            self._fail_start(problem)
             return
         if problem:
             log.warning("phigate audit: %s", problem)
@@ -305,6 +308,14 @@ class Audit:
         sink.attach(ledger, asyncio.get_running_loop())
         rulefiles.on_version(self._rule_version)
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
+
+    def _fail_start(self, why: str) -> None:
+        # A runtime condition, not a configuration error: the process stays up, refuses every
+        # request with 503 and says why in /-/readyz (an exit would leave load balancers and
+        # operators with nothing but a restart loop).
+        self.start_error = why
+        runtime_error(log, "phigate audit: %s; refusing all traffic", why)
+        self._opened.set()
 
     @staticmethod
     def _check_witness(ledger: Ledger, require: bool) -> str | None:

@@ -36,7 +36,8 @@ from addons.core.guard import fail_closed
 from addons.core.readiness import loaded_check, register_readiness
 from addons.core.respond import refuse
 from addons.request.canonical_form import Ambiguous, canonical_target, check_headers, parse_query
-from addons.request.name_lookup import NameLookup, Upstream
+from addons.request.name_lookup import NameLookup
+from addons.request.upstream_call import Upstream
 
 log = logging.getLogger("phigate")
 

@@ -23,16 +23,18 @@ from mitmproxy import ctx, exceptions, http
 
 from addons.config import rulefiles
 from addons.config.jsonpath import compile_path
-from addons.config.masking_rules import MaskingRules, Rule, compile_masking
+from addons.config.masking_rules import MaskingRules, RoleDefaults, Rule, compile_masking
 from addons.config.profile_model import Profile, Route
 from addons.config.profiles import load_profile
 from addons.config.rulefiles import ConfigError, WatchedFile
 from addons.config.snapshot import pinned
-from addons.core.context import MaskingSummary, OpKind, Stage, context
+from addons.core import upstream_errors
+from addons.core.context import FlowContext, MaskingSummary, OpKind, Stage, context
 from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
-from addons.phi import tokens
+from addons.phi import shape, tokens
+from addons.phi.headers import allowed_fields
 from addons.phi.masker import (
     MaskRun,
     detokenize,
@@ -43,7 +45,9 @@ from addons.phi.masker import (
     request_summary,
     scan_text,
 )
+from addons.phi.operators import DROP
 from addons.phi.tokens import KeyRing, KeySetError, TokenError
+from addons.runtime import wire
 
 log = logging.getLogger("phigate")
 
@@ -106,6 +110,10 @@ class Masking:
         add("phigate_mask_max_bytes", int, DEFAULT_MAX_BYTES,
             "Largest response body (decoded) the gateway will mask; larger ones on masked routes are a 502.")
         register_readiness("masking", self._not_ready)
+        try:
+            wire.install()
+        except wire.WireError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
 
     def _not_ready(self) -> str | None:
         if self._rules is None:
@@ -258,31 +266,143 @@ class Masking:
         resp = flow.response
         c = context(flow)
         if resp is None or c.answered_by_gateway:
+            return  # the gateway's own answer: no upstream bytes in it
+        op = c.operation
+        prof = self.profile(flow)
+        if op is None or prof is None:
+            return  # never classified: the forward gate let no such request reach the backend
+        if resp.trailers:
+            # Threat: values in trailers travel after the body, past every check made on it.
+            self._unmaskable(flow, "upstream_trailers", "the backend sent HTTP trailers, which the gateway refuses")
             return
         rules = self.current_rules(flow)
         roles = self._roles(flow)
-        found = self._route(flow)
-        generic: tuple[Rule, ...] = ()
-        if found is None:
-            op = c.operation
-            if op is None or self.profile(flow) is None:
-                return
-            # A route the profile does not know has no record layout to follow, yet policy let it
-            # through. Threat: records leaving by an unmapped route (a new backend API version).
-            # Every rule for the caller applies, by field name anywhere and to every string.
-            generic = rules.applicable_any_operation(roles, op.backend)
-            if not generic:
-                return
-            backend, route = op.backend, UNKNOWN_ROUTE
-        else:
-            backend, route = found
         notes, c.written_notes = c.written_notes, None
         if notes and resp.status_code < 300:
             self._prescan(rules, notes)
+        defaults = rules.defaults_for(roles)
+        if defaults.masked:
+            self._masked_response(flow, resp, c, rules, roles, defaults, prof)
+        else:
+            self._unmasked_response(flow, resp, c, rules, roles, prof)
+
+    def _masked_response(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, rules: MaskingRules,
+                         roles: frozenset[str] | None, defaults: RoleDefaults, prof: Profile) -> None:
+        """Allow-list: headers, error bodies, shapes and record fields reach a masked role only as
+        the rules and the profile let them; every branch ends in a pass, a rewrite or a refusal."""
+        assert c.operation is not None and defaults.default is not None
+        summary = c.masking or MaskingSummary()
+        c.masking = summary
+        if resp.status_code < 200:
+            # A 101 would turn the connection into a tunnel nothing masks.
+            self._unmaskable(flow, "unexpected_upgrade", "the backend switched protocols; that cannot be masked")
+            return
+        if resp.stream:
+            self._unmaskable(flow, "streamed_body", "the upstream body was streamed and could not be masked")
+            return
+        upstream_fields = resp.headers.fields
+        self._masked_body(flow, resp, c, rules, roles, defaults, prof, summary)
+        if not c.answered_by_gateway:
+            # Last, so decoding still saw the upstream's Content-Encoding (an unknown one is refused);
+            # counted on what the upstream sent.
+            resp.headers.fields = allowed_fields(resp.headers.fields)[0]
+            summary.headers_dropped += allowed_fields(upstream_fields)[1]
+
+    def _masked_body(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, rules: MaskingRules,
+                     roles: frozenset[str] | None, defaults: RoleDefaults, prof: Profile,
+                     summary: MaskingSummary) -> None:
+        assert c.operation is not None and defaults.default is not None
+        if flow.request.method == "HEAD" or resp.status_code in NO_BODY_STATUS:
+            if resp.raw_content:
+                # Threat: clients ignore such a body, intermediaries and raw readers do not.
+                self._unmaskable(flow, "unexpected_body", f"a {resp.status_code} answer must carry no body")
+            return
+        if resp.status_code >= 400:
+            self._error_answer(flow, resp, c, prof, rules)
+            return
+        route = prof.route(c.operation.route)
+        paths = rules.route_paths(route) if route is not None else None
+        if paths is not None and not paths.has_records:
+            return  # the profile declares this route carries no records (health, counts, admin)
+        got = self._decoded(flow, resp)
+        if got is None or not got[0]:
+            return  # refused, or empty: nothing to mask
+        body, content_type = got
+        if not _is_json(content_type) or not _charset_ok(content_type):
+            self._unmaskable(flow, "unsupported_content_type",
+                             f"content type {content_type.split(';', 1)[0][:64] or '(none)'!r} cannot be masked; "
+                             "expected JSON")
+            return
+        run = MaskRun(self.keyring, rules.detector)
+        try:
+            doc, saved = parse_body(body, paths.splice_keys if paths is not None else ())
+        except orjson.JSONDecodeError:
+            self._unmaskable(flow, "invalid_json", "the upstream response is not valid JSON")
+            return
+        problem = "the backend profile does not map this route" if paths is None else shape.problem(doc, paths, saved)
+        if problem is not None:
+            if paths is not None and prof.shape_mismatch == "refuse":
+                self._unmaskable(flow, "unexpected_shape", problem)
+                return
+            # Masked as a whole: no layout to follow, so nothing passes as it came.
+            for key, raw in saved.items():
+                doc[key] = orjson.Fragment(raw)  # vectors stay as they came (checked numbers-only)
+            doc = shape.mask_whole(doc, defaults.default, run)
+            run.by_rule[defaults.rule_id] += 1
+            self._set_body(resp, orjson.dumps(None if doc is DROP else doc))
+            self._finish(summary, run, applied=True)
+            return
+        assert route is not None
+        plan = rules.plan(roles, c.operation.backend, route)
+        mask_records(doc, plan, run, self.keyring, summary)
+        if run.changed:
+            self._set_body(resp, dump_body(doc, saved))
+        self._finish(summary, run, applied=True)
+
+    def _error_answer(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, prof: Profile,
+                      rules: MaskingRules) -> None:
+        """An upstream error body never reaches a masked role: backends echo request values in their
+        messages ("bad where: {mrn: ...}"). The gateway's own error replaces it, carrying only the
+        fields the profile lists as safe, each matching its pattern, after a scan."""
+        out: dict[str, Any] = {"error": "upstream_error", "status": resp.status_code, "request_id": c.request_id}
+        if prof.error_fields:
+            got = self._decoded(flow, resp, refuse_on_failure=False)
+            doc = None
+            if got is not None and got[0] and _is_json(got[1]):
+                try:
+                    doc = orjson.loads(got[0])
+                except orjson.JSONDecodeError:
+                    doc = None
+            if type(doc) is dict:
+                run = MaskRun(self.keyring, rules.detector)
+                for name, pattern in prof.error_fields.items():
+                    value = doc.get(name)
+                    if type(value) is str and pattern.fullmatch(value):
+                        out[name] = scan_text(value, run)
+        # Clients that map errors by class read a message too (the chromadb client does).
+        out.setdefault("message", f"the backend answered {resp.status_code}; its error detail is withheld")
+        self._set_body(resp, orjson.dumps(out))
+        resp.headers["content-type"] = "application/json"
+
+    def _unmasked_response(self, flow: http.HTTPFlow, resp: http.Response, c: FlowContext, rules: MaskingRules,
+                           roles: frozenset[str] | None, prof: Profile) -> None:
+        """A role that sees records as stored: the rules that name it still apply (e.g. SSNs)."""
+        op = c.operation
+        assert op is not None
+        route = prof.route(op.route)
+        generic: tuple[Rule, ...] = ()
+        if route is None:
+            # A route the profile does not know has no record layout to follow. Threat: records
+            # leaving by an unmapped route (a new backend API version). Every rule for the caller
+            # applies, by field name anywhere and to every string.
+            generic = rules.applicable_any_operation(roles, op.backend)
+            if not generic:
+                return  # no rule names this role on this backend: it sees records as stored
+            route = UNKNOWN_ROUTE
         paths = rules.route_paths(route)
         is_error = resp.status_code >= 400 or bool(generic)
-        plan = rules.plan(roles, backend, route)
-        whole_body_rules = generic or (rules.applicable(roles, backend, route) if is_error else ())
+        plan = rules.plan(roles, op.backend, route)
+        whole_body_rules = generic or (rules.applicable(roles, op.backend, route) if is_error else ())
         if not paths.has_records and not whole_body_rules:
             return
         summary = c.masking or MaskingSummary()
@@ -290,44 +410,15 @@ class Masking:
         if resp.stream:
             self._unmaskable(flow, "streamed_body", "the upstream body was streamed and could not be masked")
             return
-        if flow.request.method == "HEAD" or resp.status_code in NO_BODY_STATUS:
-            return  # no body: nothing to mask (headers carry no records)
-        hdrs = _header_map(resp.headers)
-        if resp.status_code == 206 or b"content-range" in hdrs:
-            self._unmaskable(flow, "partial_content", "a partial (Range) response cannot be masked")
+        if flow.request.method == "HEAD" or resp.status_code in NO_BODY_STATUS or resp.status_code < 200:
+            return  # no body to mask; an unmasked role's headers pass
+        got = self._decoded(flow, resp)
+        if got is None or not got[0]:
             return
-        raw = resp.raw_content
-        if raw is None:
-            self._unmaskable(flow, "streamed_body", "the upstream body was not buffered and could not be masked")
-            return
-        if not raw:
-            return
-        encoding = hdrs.get(b"content-encoding", b"").decode("latin-1").strip().lower()
-        if "," in encoding:
-            self._unmaskable(flow, "unsupported_encoding", "stacked content encodings are not decoded by the gateway")
-            return
-        if encoding not in DECODABLE:
-            self._unmaskable(flow, "unsupported_encoding", f"content encoding {encoding[:32]!r} is not supported")
-            return
-        limit = self._max_bytes
-        if len(raw) > limit:
-            self._unmaskable(flow, "body_too_large", f"the response is larger than {limit} bytes")
-            return
-        try:
-            body = raw if encoding in ("", "identity") else (resp.get_content(strict=True) or b"")
-        except ValueError:
-            self._unmaskable(flow, "undecodable_body", "the response's content encoding could not be decoded")
-            return
-        if len(body) > limit:
-            self._unmaskable(flow, "body_too_large", f"the decoded response is larger than {limit} bytes")
-            return
-        content_type = hdrs.get(b"content-type", b"").decode("latin-1")
+        body, content_type = got
         mime = content_type.split(";", 1)[0].strip().lower()
-        if mime == "text/event-stream":
-            self._unmaskable(flow, "event_stream", "event streams are not masked; this route answers JSON")
-            return
         run = MaskRun(self.keyring, rules.detector)
-        if is_error and mime.startswith("text/") and mime != "text/event-stream":
+        if is_error and mime.startswith("text/"):
             text = body.decode("utf-8", errors="replace")
             self._set_body(resp, scan_text(text, run).encode())
             self._finish(summary, run, applied=True)
@@ -352,6 +443,67 @@ class Masking:
         if run.changed:
             self._set_body(resp, dump_body(doc, saved))
         self._finish(summary, run, applied=plan.masks)
+
+    def _decoded(self, flow: http.HTTPFlow, resp: http.Response,
+                 refuse_on_failure: bool = True) -> tuple[bytes, str] | None:
+        """The response body decoded, with its content type; None when it cannot be (and, unless
+        told otherwise, the flow is then refused: a body the gateway cannot read, it cannot mask)."""
+        def fail(flow: http.HTTPFlow, error: str, detail: str) -> None:
+            if refuse_on_failure:
+                self._unmaskable(flow, error, detail)
+
+        hdrs = _header_map(resp.headers)
+        if resp.status_code == 206 or b"content-range" in hdrs:
+            fail(flow, "partial_content", "a partial (Range) response cannot be masked")
+            return None
+        raw = resp.raw_content
+        if raw is None:
+            fail(flow, "streamed_body", "the upstream body was not buffered and could not be masked")
+            return None
+        content_type = hdrs.get(b"content-type", b"").decode("latin-1")
+        if not raw:
+            return b"", content_type
+        encoding = hdrs.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        if "," in encoding:
+            fail(flow, "unsupported_encoding", "stacked content encodings are not decoded by the gateway")
+            return None
+        if encoding not in DECODABLE:
+            fail(flow, "unsupported_encoding", f"content encoding {encoding[:32]!r} is not supported")
+            return None
+        limit = self._max_bytes
+        if len(raw) > limit:
+            fail(flow, "body_too_large", f"the response is larger than {limit} bytes")
+            return None
+        try:
+            body = raw if encoding in ("", "identity") else (resp.get_content(strict=True) or b"")
+        except ValueError:
+            fail(flow, "undecodable_body", "the response's content encoding could not be decoded")
+            return None
+        if len(body) > limit:
+            fail(flow, "body_too_large", f"the decoded response is larger than {limit} bytes")
+            return None
+        if content_type.split(";", 1)[0].strip().lower() == "text/event-stream":
+            fail(flow, "event_stream", "event streams are not masked; this route answers JSON")
+            return None
+        return body, content_type
+
+    # -- failed exchanges ----------------------------------------------------------------------------
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A failed exchange (backend down, not HTTP, reset, trailers): the client gets the gateway's
+        JSON error with its request id instead of mitmproxy's page, and the audit a classified
+        reason (addons/core/upstream_errors.py), never mitmproxy's message."""
+        try:
+            c = context(flow)
+            if flow.error is None or c.answered_by_gateway:
+                return
+            if flow.response is not None and flow.response.stream:
+                return  # its head already left: nothing can replace it; the connection just ends
+            failure = upstream_errors.classify(flow.error.msg, flow.request.timestamp_end is not None)
+            refuse(flow, Stage.UPSTREAM, failure.status, failure.reason, failure.detail)
+            flow.metadata[wire.GATEWAY_ANSWER] = True
+        except Exception as exc:  # noqa: BLE001 - an error hook must not raise: mitmproxy's page would follow
+            log.warning("phigate masking: error hook failed (%s)", type(exc).__name__)
 
     def _prescan(self, rules: MaskingRules, notes: list[str]) -> None:
         """Scan notes as they are written, so reads find them already masked (detection is the

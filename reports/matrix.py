@@ -80,6 +80,7 @@ NO_IDENTITY = "(no identity)"
 OTHER_ROLES = "(any other role)"
 RECORD_KINDS = frozenset({"search", "get", "export"})
 _OTHER = "\x00other"  # a role name no rule can mention
+UNLISTED = "(any other field)"
 
 
 def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
@@ -100,10 +101,21 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
         targets = [*r.fields, *(["(documents)"] if r.documents else []), *(["(ids)"] if r.ids else []),
                    *(w.text for w in r.paths)]
         rows += [t for t in targets if t not in rows]
+    rows.append(UNLISTED)
+
+    def unlisted(role_set: frozenset[str] | None, row: str) -> str:
+        """What a role receives of what no rule names: its `roles:` default (an allow-list)."""
+        d = compiled.defaults_for(role_set)
+        if d.default is None:
+            return "clear"
+        op = d.text if row == "(documents)" and d.text is not None else d.default
+        return str(op.name)
+
     cells: dict[tuple[str, str], str] = {}
     for row in rows:
         for role in columns:
             role_set = None if role == NO_IDENTITY else frozenset({_OTHER if role == OTHER_ROLES else role})
+            rest = unlisted(role_set, row)
             parts: list[str] = []
             for r in rules:
                 if not _targets(r, row) or not _covers(r, role_set):
@@ -117,12 +129,12 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
                     break
             else:
                 if parts:
-                    parts.append("clear otherwise")
-            cells[(row, role)] = "; ".join(parts) if parts else "clear"
+                    parts.append(f"{rest} otherwise")
+            cells[(row, role)] = "; ".join(parts) if parts else rest
     subjects = ", ".join(compiled.subjects) or "none"
     notes = (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
              f"disclosures): {subjects}.",)
-    return Matrix(source, columns, tuple(rows), cells, "clear", None, notes)
+    return Matrix(source, columns, tuple(rows), cells, "its role's default (roles: in masking.yaml)", None, notes)
 
 
 def _targets(rule: Any, row: str) -> bool:

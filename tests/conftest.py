@@ -55,6 +55,9 @@ def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
         # the test asks (a fixed default port would collide between parallel gateways).
         "phigate_holds_db": str(workdir / "holds.sqlite"),
         "phigate_admin_port": "0",
+        # No periodic health calls: tests count what reaches their upstreams. The backend check has
+        # its own tests (tests/integration/test_readiness_gateway.py).
+        "phigate_backend_check_s": "0",
     }
 
 

@@ -3,6 +3,7 @@ the first matching rule decides, nothing matching means deny. Format: see addons
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import re
@@ -21,7 +22,10 @@ log = logging.getLogger("phigate")
 
 KINDS = {kind.value: kind for kind in OpKind}
 ACTIONS = {action.value: action for action in Action}
-TOP_KEYS = frozenset({"roles", "rules", "description"})
+TOP_KEYS = frozenset({"roles", "rules", "description", "max_records"})
+CAP_KEYS = frozenset({"id", "description", "roles", "collections", "max"})
+# Operation kinds whose answers carry records a cap counts (exports are judged as exports already).
+CAPPED_KINDS = frozenset({OpKind.SEARCH, OpKind.GET})
 RULE_KEYS = frozenset({"id", "description", "roles", "operations", "collections", "routes", "backends",
                        "when", "action", "reason", "approver_roles", "approvals_required", "timeout",
                        "purpose"})
@@ -82,11 +86,43 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Cap:
+    """One `max_records` entry: at most `max` records per answer for these roles and collections."""
+
+    id: str
+    max: int
+    roles: frozenset[str] | None
+    collections: tuple[str, ...] | None
+
+    def applies(self, roles: frozenset[str], op: Operation) -> bool:
+        if self.roles is not None and ANY_ROLE not in self.roles and not roles & self.roles:
+            return False
+        return self.collections is None or (
+            op.collection is not None and any(fnmatch.fnmatchcase(op.collection, g) for g in self.collections))
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySet:
     """The compiled rules/policy.yaml: `.roles` for the identity addon, `.rules` for this one."""
 
     roles: RoleMapping
     rules: tuple[Rule, ...]
+    caps: tuple[Cap, ...] = ()
+
+    def record_cap(self, identity: Caller | None, op: Operation | None, parts: RequestParts | None
+                   ) -> tuple[Cap, Decision] | None:
+        """For an allowed read: its cap and what happens above it (the export decision), or None.
+
+        None when no cap applies, or when the caller may export the collection anyway (then a
+        large answer is no bypass of anything).
+        """
+        if identity is None or op is None or op.kind not in CAPPED_KINDS:
+            return None
+        cap = next((c for c in self.caps if c.applies(identity.roles, op)), None)
+        if cap is None:
+            return None
+        export = self.decide(identity, dataclasses.replace(op, kind=OpKind.EXPORT), parts)
+        return None if export.action == Action.ALLOW else (cap, export)
 
     def decide(self, identity: Caller | None, op: Operation | None, parts: RequestParts | None) -> Decision:
         if identity is None:
@@ -302,6 +338,34 @@ def compile_rule(file: Path, index: int, spec: Any, known_roles: frozenset[str])
                 when=_when(file, rid, spec.get("when")), hold=hold, purpose=purpose)
 
 
+def compile_caps(file: Path, spec: Any, known_roles: frozenset[str]) -> tuple[Cap, ...]:
+    if spec is None:
+        return ()
+    require(file, "max_records", spec, isinstance(spec, list), "max_records: a list of {id, roles, collections, max}")
+    caps = []
+    role_list = f"a role the roles: map produces ({', '.join(sorted(known_roles)) or 'none'}) or '*'"
+    for index, entry in enumerate(spec):
+        where = f"max_records[{index}]"
+        require(file, where, entry, isinstance(entry, dict), "a mapping {id, roles, collections, max}")
+        cid = entry.get("id")
+        require(file, where, cid, isinstance(cid, str) and _ID.fullmatch(cid) is not None,
+                "an id (letters, digits, - _ . :)")
+        unknown = set(entry) - CAP_KEYS
+        require(file, cid, sorted(unknown), not unknown, f"keys among {', '.join(sorted(CAP_KEYS))}")
+        most = entry.get("max")
+        require(file, cid, most, isinstance(most, int) and not isinstance(most, bool) and 1 <= most <= 1_000_000,
+                "max: a whole number of records from 1 to 1000000")
+        roles = (frozenset(_names(file, cid, "roles", entry["roles"], lambda r: r == ANY_ROLE or r in known_roles,
+                                  role_list)) if "roles" in entry else None)
+        collections = (tuple(_names(file, cid, "collections", entry["collections"], bool, "collection name globs"))
+                       if "collections" in entry else None)
+        caps.append(Cap(id=cid, max=most, roles=roles, collections=collections))
+    ids = [c.id for c in caps]
+    for cid in ids:
+        require(file, cid, cid, ids.count(cid) == 1, "unique max_records ids")
+    return tuple(caps)
+
+
 def compile_policy(file: Path, doc: Any) -> PolicySet:
     require(file, None, type(doc).__name__, isinstance(doc, dict), "a mapping with roles: and rules:")
     unknown = set(doc) - TOP_KEYS
@@ -318,7 +382,7 @@ def compile_policy(file: Path, doc: Any) -> PolicySet:
         seen.add(rule.id)
     if not rules:
         log.warning("phigate: %s has no rules: every request is denied", file)
-    return PolicySet(roles=roles, rules=rules)
+    return PolicySet(roles=roles, rules=rules, caps=compile_caps(file, doc.get("max_records"), known))
 
 
 _loaded: dict[str, WatchedFile[PolicySet]] = {}

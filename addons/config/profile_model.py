@@ -46,6 +46,10 @@ class RecordPaths:
     metadata: tuple[str, ...] = ()  # each points at a metadata/payload object; field f is `path.f`
     vectors: tuple[str, ...] = ()  # never masked
     filters: tuple[str, ...] = ()  # where/filter objects (requests): tokens here are detokenized
+    # Responses: the other top-level keys of the body and what they hold ("numbers", "null", or a
+    # list of the strings allowed). A route that declares them has a closed shape: any other
+    # top-level key is a shape mismatch (see Profile.shape_mismatch).
+    other: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,8 @@ class Route:
     # Reads the collection value (path variable, body JSONPath or query parameter) from a request.
     collection_source: Callable[[RequestParts], list[Any]] | None = field(default=None, compare=False)
     learn: tuple[CollectionLearning, ...] = ()
+    # Where the backend takes a record limit (`$.path` or `?param`): lowered to a policy cap + 1.
+    limit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,12 @@ class Profile:
     by_id: Mapping[str, Route] = field(default_factory=dict)
     # Optional: resolve an unknown collection id by asking the backend (added after the first version).
     resolve: CollectionLookup | None = None
+    # A masked role's response whose shape is not the route's declared one: "refuse" (502
+    # unexpected_shape, the default) or "mask" (masked as a whole with the role's default).
+    shape_mismatch: str = "refuse"
+    # Error-body fields that may reach a masked role (after masking), each with the pattern its value
+    # must match (e.g. Chroma's `error` class name); any other error body is replaced by the gateway's.
+    error_fields: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     def route(self, route_id: str) -> Route | None:
         return self.by_id.get(route_id)

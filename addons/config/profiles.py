@@ -12,6 +12,8 @@ Format (see rules/profiles/chroma.yaml for a complete example):
     auth:
       token_headers: [authorization, x-chroma-token]   # where callers may put their token
       upstream: {header: x-chroma-token, format: "{credential}"}   # or null: no backend credential
+    response_shape: refuse        # a masked role's response off the declared shape: refuse (502) or mask
+    errors: {fields: {error: '[A-Za-z]{1,64}'}}   # error-body fields a masked role may receive
     routes:
       - id: chroma.get.export
         kind: export                       # health admin schema-write search get export write delete drop
@@ -23,8 +25,12 @@ Format (see rules/profiles/chroma.yaml for a complete example):
         when: {absent: [$.ids, $.where, $.where_document]}
         facts: {limit: $.limit, has_filter: {any_present: [$.where, $.where_document]}}
         request: {ids: $.ids[*], filters: [$.where, $.where_document]}
-        response: {ids: $.ids[*], documents: $.documents[*], metadata: $.metadatas[*]}
+        response: {ids: $.ids[*], documents: $.documents[*], metadata: $.metadatas[*],
+                   other: {include: [documents, metadatas]}}   # other top-level keys: a closed shape
         learn: {items: "$", id: id, name: name}   # responses that name collections (id -> name)
+        limit: [$.limit]                   # where the backend takes a record limit: `$.key.path` (keys
+                                           # and [*] only) or `?param`; the gateway lowers it to a
+                                           # policy cap + 1 (addons/config/record_count.py)
 
 Selectors (in `when`, `facts` and `collection`): `$...` is a JSONPath into the body (for NDJSON the
 body is the list of lines), `?name` a query parameter, `{name}` a path variable. A value is present
@@ -67,15 +73,19 @@ from addons.request.graphql import decode_graphql
 KINDS = {kind.value: kind for kind in OpKind}
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BODY_KINDS = ("json", "ndjson", "graphql", "none", "any")
-RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters")
-PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve"})
+RECORD_KEYS = ("ids", "documents", "metadata", "vectors", "filters", "other")
+PROFILE_KEYS = frozenset({"backend", "auth", "routes", "description", "resolve", "response_shape", "errors"})
+SHAPE_MISMATCH = ("refuse", "mask")
+OTHER_KINDS = ("numbers", "null")
 ROUTE_KEYS = frozenset({"id", "kind", "method", "methods", "path", "collection", "body", "when", "facts",
-                        "request", "response", "learn", "note"})
+                        "request", "response", "learn", "note", "limit"})
 TEST_KEYS = ("present", "any_present", "absent", "equals", "matches", "every")
 VALUE_FACTS = ("value", "count", "max")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _HEADER = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]+))?\}")
+# A limit the gateway can write: plain keys and [*] steps, or a query parameter.
+_LIMIT = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\*\])*\.[A-Za-z_][A-Za-z0-9_]*|\?[A-Za-z_][A-Za-z0-9_.-]*")
 
 Selector = Callable[[RequestParts], list[Any]]
 Finder = Callable[[Any], list[Any]]
@@ -330,11 +340,39 @@ def _record_paths(file: Path | str, rule_id: str, spec: Any) -> RecordPaths:
         return RecordPaths()
     require(file, rule_id, spec, isinstance(spec, dict) and set(spec) <= set(RECORD_KEYS),
             f"a mapping with keys among {', '.join(RECORD_KEYS)}")
-    values: dict[str, tuple[str, ...]] = {}
+    values: dict[str, Any] = {}
     for key, paths in spec.items():
+        if key == "other":
+            values[key] = _other_keys(file, rule_id, paths)
+            continue
         items = paths if isinstance(paths, list) else [paths]
         values[key] = tuple(check_jsonpath(file, f"{rule_id} {key}", p) for p in items)
     return RecordPaths(**values)
+
+
+def _other_keys(file: Path | str, rule_id: str, spec: Any) -> dict[str, Any]:
+    expected = f"other: a mapping of top-level key -> {' | '.join(OTHER_KINDS)} | [allowed strings]"
+    require(file, rule_id, spec, isinstance(spec, dict), expected)
+    for key, kind in spec.items():
+        ok = kind in OTHER_KINDS or (isinstance(kind, list) and all(isinstance(v, str) for v in kind))
+        require(file, f"{rule_id} other.{key}", kind, isinstance(key, str) and ok, expected)
+    return dict(spec)
+
+
+def _errors(file: Path | str, spec: Any) -> dict[str, re.Pattern[str]]:
+    if spec is None:
+        return {}
+    expected = "errors: {fields: {FIELD: REGEX the whole value must match}}"
+    require(file, "errors", spec, isinstance(spec, dict) and set(spec) == {"fields"}
+            and isinstance(spec["fields"], dict), expected)
+    out: dict[str, re.Pattern[str]] = {}
+    for name, pattern in spec["fields"].items():
+        require(file, f"errors.{name}", pattern, isinstance(name, str) and isinstance(pattern, str), expected)
+        try:
+            out[name] = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(file, f"errors.{name}", pattern, f"a regular expression ({exc})") from None
+    return out
 
 
 def _collection(file: Path | str, rule_id: str, spec: Any, variables: frozenset[str]
@@ -434,6 +472,13 @@ def compile_route(file: Path | str, index: int, spec: Any) -> Route:
     require(file, rid, body, not (body in ("none", "any") and uses_body),
             "body: json, ndjson or graphql on a route whose `when` or `facts` read the body")
     param, is_id, extract, source = _collection(file, rid, spec.get("collection"), variables)
+    limit_spec = spec.get("limit", [])
+    limits = limit_spec if isinstance(limit_spec, list) else [limit_spec]
+    for sel in limits:
+        require(file, rid, sel, isinstance(sel, str) and _LIMIT.fullmatch(sel) is not None,
+                "limit: `$.key.path` (keys and [*] only) or `?query_param`, or a list of them")
+    require(file, rid, limit_spec, not limits or body in ("json",) or all(s.startswith("?") for s in limits),
+            "limit: body paths only on a route whose body is json")
     return Route(
         id=rid, kind=KINDS[kind], method=methods[0], template=spec["path"],
         collection_param=param, collection_is_id=is_id, body=body,
@@ -441,7 +486,7 @@ def compile_route(file: Path | str, index: int, spec: Any) -> Route:
         response=_record_paths(file, f"{rid} response", spec.get("response")),
         methods=frozenset(methods), pattern=pattern, when=when, facts=facts,
         collection_extract=extract, collection_source=source,
-        learn=_learning(file, rid, spec.get("learn"), variables),
+        learn=_learning(file, rid, spec.get("learn"), variables), limit=tuple(limits),
     )
 
 
@@ -490,8 +535,11 @@ def compile_profile(file: Path, doc: Any) -> Profile:
     for route in routes:
         require(file, route.id, route.id, route.id not in by_id, "unique route ids")
         by_id[route.id] = route
+    shape = doc.get("response_shape", "refuse")
+    require(file, "response_shape", shape, shape in SHAPE_MISMATCH, f"response_shape: {' or '.join(SHAPE_MISMATCH)}")
     return Profile(name=file.stem, backend=backend, auth=_auth(file, doc.get("auth")),
-                   routes=routes, by_id=by_id, resolve=_lookup(file, doc.get("resolve")))
+                   routes=routes, by_id=by_id, resolve=_lookup(file, doc.get("resolve")),
+                   shape_mismatch=shape, error_fields=_errors(file, doc.get("errors")))
 
 
 def _lookup(file: Path | str, spec: Any) -> CollectionLookup | None:

@@ -122,6 +122,10 @@ class WatchedFile[T]:
             self._keep_last_good(f"{self.path}: cannot read ({exc.strerror})")
             return False
         if hashlib.sha256(raw).hexdigest() == self.sha256:
+            if self.last_error is not None:
+                # The file is back to the rules in force (a bad edit undone): nothing is rejected now.
+                log.info("phigate: %s is back to the rules in force", self.path)
+                self.last_error = self.last_error_at = None
             return False
         try:
             self.load()
@@ -145,7 +149,8 @@ _rejection_listeners: list[Callable[[str, str], None]] = []
 
 def on_rejection(listener: Callable[[str, str], None]) -> None:
     """Register a listener told (path, diagnostics) each time an edit is rejected (once per distinct error)."""
-    _rejection_listeners.append(listener)
+    if listener not in _rejection_listeners:
+        _rejection_listeners.append(listener)
 
 
 # One WatchedFile per path for the whole process: the identity and classify addons both read the

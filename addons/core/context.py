@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,28 @@ class Decision:
 
 
 @dataclass(slots=True)
+class RecordCap:
+    """A policy cap on the records one answer may hold (policy.yaml `max_records`), for one flow.
+
+    Set by the policy addon on an allowed read whose caller may not export that collection; the
+    answer is counted against it, and above it the request is judged again as an export
+    (`over_cap`: deny, or hold for approval and then re-fetch the original request).
+    """
+
+    cap_id: str
+    max_records: int
+    over_cap: Decision
+    # Where the profile locates records in the answer (a function of the decoded body).
+    count: Callable[[Any], int] = field(repr=False)
+    # Puts the client's own limit back into the request as forwarded (for the re-fetch of an
+    # approved answer: exactly what the client asked, with handles already turned into values).
+    restore_limit: Callable[[http.Request], None] | None = field(default=None, repr=False)
+    limit_lowered: bool = False
+    counted: int | None = None
+    withheld: bool = False
+
+
+@dataclass(slots=True)
 class MaskingSummary:
     """What masking did to one response (and to tokens in the request)."""
 
@@ -137,6 +159,8 @@ class MaskingSummary:
     # Keyed (HMAC) references of the data subjects in the response; never the identifier itself.
     subject_refs: list[str] = field(default_factory=list)
     detokenized: int = 0
+    # Upstream response headers withheld from a masked role (not on the header allow-list).
+    headers_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -188,6 +212,8 @@ class FlowContext:
     request_parts: RequestParts | None = None
     # Notes a write carried, kept until the backend accepts the write (masking learns them then).
     written_notes: list[str] | None = None
+    # The cap on records this flow's answer may hold (policy max_records), when one applies.
+    record_cap: RecordCap | None = None
 
 
 def context(flow: http.HTTPFlow) -> FlowContext:

@@ -15,6 +15,17 @@ def register_readiness(name: str, check: ReadinessCheck) -> None:
     _readiness[name] = check
 
 
+def readiness_of(name: str) -> str | None:
+    """Why the part registered as `name` is not ready (None when ready, or when nothing registered it)."""
+    check = _readiness.get(name)
+    if check is None:
+        return None
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - a failing check means "not ready"
+        return f"readiness check failed ({type(exc).__name__})"
+
+
 def not_ready_reasons() -> dict[str, str]:
     reasons: dict[str, str] = {}
     for name, check in _readiness.items():

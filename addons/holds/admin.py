@@ -18,6 +18,7 @@ holding the flow picks the decision up from there.
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import orjson
 
 from addons.holds.httpserver import Request, Response, json_answer
 from addons.holds.model import Actor, DecisionError, Grant, Hold, HoldState
-from addons.holds.store import AsyncHoldStore, HoldStore
+from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
 
 ASSETS = Path(__file__).resolve().parent / "console"
 _ASSET_TYPES = {"console.html": "text/html; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
@@ -113,6 +114,10 @@ class AdminApi:
                                {"www-authenticate": 'Bearer realm="phigate-admin"'} if exc.status == 401 else None)
         except DecisionError as exc:
             return json_answer(exc.status, {"error": exc.error, "detail": exc.detail})
+        except (sqlite3.Error, OSError) as exc:
+            # A locked or failing store: nothing was decided; the approver may retry.
+            return json_answer(503, {"error": "store_unavailable", "detail": f"{unavailable_reason(exc)}; "
+                                     "nothing was changed, try again"}, {"retry-after": "2"})
 
     async def _actor(self, request: Request) -> Actor:
         auth = request.headers.get("authorization", "")

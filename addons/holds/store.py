@@ -122,6 +122,11 @@ _HOLD_COLUMNS = (
 _SELECT_HOLD = "SELECT " + _HOLD_COLUMNS + " FROM holds"  # noqa: S608
 _INSERT_HOLD = "INSERT INTO holds (" + _HOLD_COLUMNS + ") VALUES (" + ", ".join("?" * 26) + ")"  # noqa: S608
 
+# How long one statement waits for another process's write lock before it fails. Every write here
+# is one short transaction; a lock held longer is a stuck or foreign process, and the caller
+# (a held flow, an approver) is better told at once than kept waiting.
+BUSY_TIMEOUT_S = 2.0
+
 # A gateway process that has not written its heartbeat for this long is presumed dead (another host
 # in the same store, or a frozen process), and its pending holds are ended as denied.
 DEFAULT_LEASE_S = 30.0
@@ -156,7 +161,7 @@ class HoldStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a decision takes the write
         # lock before it reads the state it is about to change (no lost update between processes).
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a committed decision survives a process crash; only a power cut can
@@ -499,6 +504,14 @@ class HoldStore:
             return
         with self._tx() as tx:
             tx.executemany("UPDATE decisions SET shipped = 1 WHERE seq = ?", [(s,) for s in seqs])
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why the store failed, said without values: SQLite's messages name the condition
+    ("database is locked", "disk I/O error"), never a row's content."""
+    if isinstance(exc, sqlite3.Error):
+        return f"the hold store is unavailable ({str(exc) or type(exc).__name__})"
+    return f"the hold store is unavailable ({type(exc).__name__})"
 
 
 def _who(actor: Actor) -> str:

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 
 from addons.config.jsonpath import Walker
-from addons.config.masking_rules import Plan, Rule
+from addons.config.masking_rules import Plan, Rule, field_key
 from addons.core.context import MaskingSummary
 from addons.phi.detect.detector import Detector
-from addons.phi.operators import DROP
+from addons.phi.operators import DROP, Clear
 from addons.phi.tokens import TOKEN_RE, KeyRing, TokenError
 
 _VECTOR_BYTES = b"0123456789.eE+-,[] \t\r\nnul"
@@ -139,33 +139,66 @@ def _apply_op(container: Any, key: Any, op: Any, label: str, run: MaskRun) -> bo
     return True
 
 
+def _mask_object(obj: dict[str, Any], plan: Plan, run: MaskRun, masked: set[str],
+                 parts: Mapping[str, Any] | None = None) -> None:
+    """Mask one record object: a listed field with its rule's operator, any other key with the role's
+    default (masked roles). A listed field that passes (`clear`) and holds objects is judged again
+    inside, so the allow-list holds at any depth. `parts`: keys another record path treats (a
+    document, an id, a vector inside the record), left to it."""
+    fields, unlisted, by_rule = plan.fields, plan.unlisted, run.by_rule
+    for key in list(obj):
+        fop = fields.get(field_key(key)) if fields else None
+        if fop is None:
+            if unlisted is None:
+                continue
+            if parts and key in parts:
+                sub = parts[key]
+                if sub is not None and type(obj[key]) is dict:
+                    _mask_object(obj[key], plan, run, masked, sub)
+                elif sub is not None:
+                    _apply_op(obj, key, unlisted.operator, unlisted.label, run)  # not the object declared
+                continue
+            fop = unlisted
+        elif type(fop.operator) is Clear:
+            value = obj[key]
+            if unlisted is not None and type(value) in (dict, list):
+                _mask_nested(value, plan, run, masked)
+            continue
+        _apply_op(obj, key, fop.operator, fop.label, run)
+        by_rule[fop.rule_id] += 1
+        masked.add(key)
+
+
+def _mask_nested(node: Any, plan: Plan, run: MaskRun, masked: set[str]) -> None:
+    if type(node) is dict:
+        _mask_object(node, plan, run, masked)
+    elif type(node) is list:
+        for v in node:
+            _mask_nested(v, plan, run, masked)
+
+
 def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
                  summary: MaskingSummary | None) -> set[str]:
     """Mask `doc` in place with `plan`; with a summary, also record what was disclosed: the fields
     present and left clear, and keyed references of the data subjects (read before masking)."""
     masked: set[str] = set()
-    fields = plan.fields
+    acts = bool(plan.fields) or plan.unlisted is not None
     present: set[str] = set()
     refs: set[str] = set()
+    subjects = plan.subject_keys
     by_rule = run.by_rule
-    for walker in plan.paths.metadata:
+    for walker, parts in zip(plan.paths.metadata, plan.paths.parts, strict=True):
         for record in walker.nodes(doc):
             if type(record) is not dict:
                 continue
             if summary is not None:
                 present.update(record)
-                if keyring is not None:
-                    for f in plan.subjects:
-                        v = record.get(f)
-                        if v is not None and v != "":
+                if keyring is not None and subjects:
+                    for k, v in record.items():
+                        if v is not None and v != "" and field_key(k) in subjects:
                             refs.add(keyring.subject_ref(v))
-            if not fields:
-                continue
-            for key in [k for k in record if k in fields]:
-                fop = fields[key]
-                _apply_op(record, key, fop.operator, fop.label, run)
-                by_rule[fop.rule_id] += 1
-                masked.add(key)
+            if acts:
+                _mask_object(record, plan, run, masked, parts)
     docs_clear = False
     if summary is not None:
         doc_masked = any(s.label == "DOCUMENT" for s in plan.other_steps)
@@ -180,7 +213,7 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
         if n:
             by_rule[step.rule_id] += n
     if summary is not None:
-        disclosed = sorted(present - set(fields))
+        disclosed = sorted(present - masked)
         if docs_clear:
             disclosed.append("#document")
         summary.fields_disclosed = disclosed

@@ -201,6 +201,15 @@ class Drop(Operator):
         return DROP
 
 
+class Clear(Operator):
+    """Lets a value through as stored: how an allow-list entry says "this field passes"."""
+
+    name = "clear"
+
+    def apply(self, value: Any, label: str, run: Run) -> Any:
+        return value
+
+
 class Detect(Operator):
     name = "detect"
     params_allowed = frozenset({"replace", "types"})
@@ -254,7 +263,7 @@ class Detect(Operator):
 
 
 REGISTRY: dict[str, Callable[[Mapping[str, Any]], Operator]] = {
-    cls.name: cls for cls in (Redact, Tokenize, Partial, Generalize, Drop, Detect)
+    cls.name: cls for cls in (Redact, Tokenize, Partial, Generalize, Drop, Clear, Detect)
 }
 
 

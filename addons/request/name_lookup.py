@@ -14,18 +14,17 @@ size); a lookup that fails or times out yields no name, so the request is denied
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
 
 from addons.config.profile_model import CollectionLookup
+from addons.request.upstream_call import Upstream, call
 
 log = logging.getLogger("phigate")
 
@@ -34,15 +33,6 @@ NEGATIVE_TTL_S = 5.0
 MAX_IN_FLIGHT = 32
 MAX_ANSWER_BYTES = 1 << 20
 MAX_MISSES = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    scheme: str
-    host: str
-    port: int
-    verify: bool = True
-    cafile: str | None = None
 
 
 def lookup_path(spec: CollectionLookup, variables: Mapping[str, str]) -> str | None:
@@ -104,34 +94,6 @@ class NameLookup:
         return name if isinstance(name, str) and name else None
 
     async def _get(self, upstream: Upstream, path: str, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        context = None
-        if upstream.scheme == "https":
-            context = ssl.create_default_context(cafile=upstream.cafile)
-            if not upstream.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-        reader, writer = await asyncio.open_connection(upstream.host, upstream.port, ssl=context)
-        try:
-            host = upstream.host if ":" not in upstream.host else f"[{upstream.host}]"
-            lines = [f"GET {path} HTTP/1.0", f"Host: {host}:{upstream.port}", "Accept: application/json",
-                     *(f"{k}: {v}" for k, v in headers.items())]
-            # HTTP/1.0: the answer is never chunked and ends when the server closes.
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            await writer.drain()
-            data = await reader.read(MAX_ANSWER_BYTES + 1)
-            while not reader.at_eof() and len(data) <= MAX_ANSWER_BYTES:
-                chunk = await reader.read(MAX_ANSWER_BYTES + 1 - len(data))
-                if not chunk:
-                    break
-                data += chunk
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
-        if len(data) > MAX_ANSWER_BYTES:
-            raise ValueError("answer too large")
-        head, _, body = data.partition(b"\r\n\r\n")
-        status_line = head.split(b"\r\n", 1)[0].split()
-        if len(status_line) < 2 or not status_line[1].isdigit():
-            raise ValueError("not an HTTP answer")
-        return int(status_line[1]), body
+        answer = await call(upstream, "GET", path, {"Accept": "application/json", **headers},
+                            max_bytes=MAX_ANSWER_BYTES)
+        return answer.status, answer.body

@@ -115,3 +115,122 @@ def test_chromadb_session_on_the_lean_engine(chroma: Chroma, idp: Idp,
     assert all(r["ok"] for r in direct), direct
     assert comparable(via[:-1], "lean_gateway") == comparable(direct[:-1], "lean_direct")
     assert via[-1]["ok"] is False  # the drop: denied by policy, as on stock mitmdump
+
+
+class SwitchingUpstream:
+    """A backend that answers every request with `101 Switching Protocols` and then records every
+    byte that reaches it on that connection (what a tunnel would let through)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.heads: list[bytes] = []
+        self.after_switch: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: Any) -> None:
+        conn.settimeout(3.0)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            self.heads.append(head)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp-tunnel\r\nConnection: Upgrade\r\n\r\n")
+            if rest:
+                self.after_switch.append(rest)
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                self.after_switch.append(chunk)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def __enter__(self) -> SwitchingUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def _raw_exchange(port: int, first: bytes, second: bytes) -> tuple[bytes, bytes | None]:
+    """Send `first` on one connection, read its answer, then try `second` on the same connection:
+    (first answer, whatever came back to the second; None when the gateway had closed it)."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(first)
+        answer = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            if sep and len(body) >= length:
+                break
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        time.sleep(0.3)  # let the gateway finish with the connection (close it, or switch it)
+        try:
+            s.sendall(second)
+            s.settimeout(2)
+            late = s.recv(65536)
+        except (OSError, TimeoutError):
+            return answer, None
+        return answer, late or None
+
+
+def test_no_tunnel_after_a_101_on_both_runners(idp: Idp, gateway_factory: Callable[..., Gateway]) -> None:
+    token = idp.token("admin-1")
+    get_all = (b"POST /api/v2/tenants/default_tenant/databases/default_database/collections/"
+               b"0b1c2d3e-0000-4000-8000-000000000001/get HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    for runner in RUNNERS:
+        with SwitchingUpstream() as upstream:
+            gw = gateway_factory(upstream.url, runner=runner)
+            # An allowed request; the backend switches protocols instead of answering it.
+            first = (f"GET /api/v2/heartbeat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+            answer, late = _raw_exchange(gw.port, first, get_all)
+            assert answer.startswith(b"HTTP/1.1 502"), (runner, answer)
+            assert b"upgrade_refused" in answer and b"request_id" in answer, (runner, answer)
+            assert len(upstream.heads) == 1, runner
+            # The unauthenticated export sent next on the same connection never reached the backend,
+            # and the client got nothing back on it (the gateway closed the connection).
+            assert upstream.after_switch == [], (runner, upstream.after_switch)
+            assert late is None or late.startswith(b"HTTP/1.1 401"), (runner, late)
+            # A client asking to upgrade is refused before anything is forwarded; CONNECT and
+            # absolute-form targets too.
+            for ask in (b"GET /api/v2/heartbeat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                        b"dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + token.encode() + b"\r\n\r\n",
+                        b"GET http://127.0.0.1:1/api/v2/heartbeat HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+                        b"Authorization: Bearer " + token.encode() + b"\r\n\r\n",
+                        b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n"):
+                answer, _ = _raw_exchange(gw.port, ask, b"")
+                assert answer.split(b"\r\n", 1)[0].split(b" ")[1] in (b"400", b"405"), (runner, ask, answer)
+            assert len(upstream.heads) == 1 and upstream.after_switch == [], runner
+            gw.stop()

@@ -41,7 +41,11 @@ POLICY_YAML = """rules:
     purpose: healthcare operations
 """
 
-MASKING_YAML = """subjects: [mrn, patient_name]
+MASKING_YAML = """version: 2
+roles:
+  clinician: {default: clear}
+  "*": {default: redact}
+subjects: [mrn, patient_name]
 rules:
   - id: clinicians-see-names
     roles: [clinician]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ OLD_KEY = base64.b64encode(b"o" * 32).decode()
 
 
 def chroma_profile() -> Profile:
-    nested = RecordPaths(ids=("$.ids[*][*]",), documents=("$.documents[*][*]",),
-                         metadata=("$.metadatas[*][*]",), vectors=("$.embeddings[*][*]",))
-    flat = RecordPaths(ids=("$.ids[*]",), documents=("$.documents[*]",), metadata=("$.metadatas[*]",),
-                       vectors=("$.embeddings[*]",))
+    include = ["documents", "embeddings", "metadatas", "distances", "uris", "data"]
+    nested = RecordPaths(ids=("$.ids[*][*]",), documents=("$.documents[*][*]", "$.uris[*][*]"),
+                         metadata=("$.metadatas[*][*]",), vectors=("$.embeddings[*][*]",),
+                         other={"distances": "numbers", "data": "null", "include": include})
+    flat = RecordPaths(ids=("$.ids[*]",), documents=("$.documents[*]", "$.uris[*]"), metadata=("$.metadatas[*]",),
+                       vectors=("$.embeddings[*]",), other={"data": "null", "include": include})
     req = RecordPaths(ids=("$.ids",), filters=("$.where", "$.where_document"))
     routes = (
         Route("chroma.query", OpKind.SEARCH, "POST", T + "/query", "collection_id", True,
@@ -40,7 +43,7 @@ def chroma_profile() -> Profile:
               request=RecordPaths(ids=("$.ids",), documents=("$.documents[*]",), metadata=("$.metadatas[*]",))),
     )
     return Profile("chroma", "chroma", BackendAuth(("authorization", "x-chroma-token"), None), routes,
-                   {r.id: r for r in routes})
+                   {r.id: r for r in routes}, error_fields={"error": re.compile("[A-Z][A-Za-z]{0,63}")})
 
 
 def fixture(seq: int) -> dict[str, Any]:

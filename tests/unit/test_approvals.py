@@ -359,8 +359,72 @@ async def test_store_failure_fails_closed(approvals: Approvals, monkeypatch: pyt
     monkeypatch.setattr(approvals.store.store, "create", broken)
     f = held_flow()
     await approvals.request(f)
-    assert f.response is not None and f.response.status_code == 500 and context(f).refusal is not None
+    assert f.response is not None and f.response.status_code == 503 and context(f).refusal is not None
+    assert f.response.json()["error"] == "approvals_unavailable"
     assert not f.intercepted
+
+
+class Locked:
+    """Another process holding the hold store's write lock (an exclusive transaction)."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+        self.db.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        self.db.execute("ROLLBACK")
+        self.db.close()
+
+
+async def test_a_locked_store_is_a_503_with_the_reason(approvals: Approvals, tmp_path: Path) -> None:
+    lock = Locked(tmp_path / "holds.sqlite")
+    try:
+        f = held_flow()
+        await approvals.request(f)
+        assert f.response is not None and f.response.status_code == 503
+        body = f.response.json()
+        assert body["error"] == "approvals_unavailable" and "database is locked" in body["detail"]
+        assert not f.intercepted
+    finally:
+        lock.release()
+
+
+async def test_under_a_lock_approvals_are_503_and_timeouts_keep_their_time(approvals: Approvals,
+                                                                          tmp_path: Path) -> None:
+    f = held_flow(timeout=3.0)
+    started = time.monotonic()
+    task = asyncio.create_task(approvals.request(f))
+    hold = await pending_hold(approvals)
+    lock = Locked(tmp_path / "holds.sqlite")
+    try:
+        status, data = await admin(approvals, "POST", f"/api/holds/{hold['hold_id']}/approve",
+                                   {"justification": "ticket 9"})
+        assert status == 503 and data["error"] == "store_unavailable" and "database is locked" in data["detail"]
+        await asyncio.wait_for(task, 10)
+        took = time.monotonic() - started
+    finally:
+        lock.release()
+    assert f.response is not None and f.response.json()["error"] == "approval_timeout"
+    # The configured 3 s, not 3 s plus the store's lock wait.
+    assert 3.0 <= took < 3.0 + 1.5, took
+    assert context(f).hold is not None and context(f).hold.state == "timeout"  # type: ignore[union-attr]
+
+
+async def test_a_broken_ledger_creates_no_hold_and_pages_nobody(approvals: Approvals,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from addons.core import readiness
+
+    events: list[str] = []
+    monkeypatch.setattr(approvals.notifier, "event", lambda kind, *a, **k: events.append(kind))
+    monkeypatch.setitem(readiness._readiness, "audit", lambda: "audit store write failed (disk full)")
+    f = held_flow()
+    await approvals.request(f)
+    assert f.response is not None and f.response.status_code == 503
+    assert f.response.json()["error"] == "audit_unavailable"
+    assert approvals.store is not None
+    assert approvals.store.call_blocking(approvals.store.store.holds) == [] and events == []
 
 
 # ---------------------------------------------------------------- the listener and the console

@@ -103,7 +103,7 @@ async def test_event_is_durable_with_the_contexts_fields_and_no_secrets(
     assert row[:16] == (c.audit_seq, "node-a", "alice", "Alice", "a@example.org", "agent-7", ["analyst", "clinician"],
                         "chroma", "search", "patients", "POST", "/api/v2/collections/c1/query", 200, "allow",
                         ["allow-clinician-search"], None)
-    assert row[16] == '{"by_rule":{"mask-names":2},"by_type":{"PERSON":2}}'
+    assert row[16] == '{"by_rule":{"mask-names":2},"by_type":{"PERSON":2},"headers_dropped":0}'
     assert row[17:20] == (["documents"], ["ref-1"], "treatment")
     assert row[21] == c.session_id and row[22] == "chroma-client/1.0"
     # Nothing from the body, the query string or the token reaches the ledger in clear.

@@ -299,7 +299,8 @@ class _Backend:
 
 async def test_name_lookup_against_a_server() -> None:
     from addons.config.profile_model import CollectionLookup
-    from addons.request.name_lookup import NameLookup, Upstream
+    from addons.request.name_lookup import NameLookup
+    from addons.request.upstream_call import Upstream
 
     spec = CollectionLookup("/t/{tenant}/d/{database}/by-id/{collection_id}", "id", "name")
     by_id = f"/t/default_tenant/d/my%20db/by-id/{UUID}"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from mitmproxy.test import taddons, tflow
 
+from addons import gateway
 from addons.core import readiness
 from addons.core.context import context
 from addons.core.readiness import register_readiness
@@ -134,3 +135,80 @@ def test_phigate_logger_follows_the_console_verbosity() -> None:
     finally:
         phigate_log.setLevel(logging.NOTSET)
         root.setLevel(saved)
+
+
+def test_tunnel_options_are_forced_off() -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.options.rawtcp = True
+        tctx.options.websocket = True
+        tctx.configure(gw, rawtcp=True, websocket=True)
+        assert tctx.options.rawtcp is False and tctx.options.websocket is False
+
+
+@pytest.mark.parametrize("status", [101, 100, 103])
+def test_a_switching_answer_is_refused_and_the_connection_closed(status: int) -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = tflow.tflow(resp=True)
+        assert f.response is not None
+        f.response.status_code = status
+        f.response.headers["upgrade"] = "websocket"
+        gw.response(f)
+        assert f.response.status_code == 502
+        assert f.response.json()["error"] == "upgrade_refused"
+        assert f.response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(("method", "authority", "headers", "error"), [
+    ("CONNECT", "backend:443", {}, "tunnel_refused"),
+    ("GET", "other-host:80", {}, "tunnel_refused"),
+    ("GET", "", {"upgrade": "websocket", "connection": "upgrade"}, "upgrade_refused"),
+])
+def test_tunnel_requests_are_refused(method: str, authority: str, headers: dict[str, str], error: str) -> None:
+    gw = Gateway()
+    with taddons.context(gw):
+        f = tflow.tflow()
+        f.client_conn.timestamp_tls_setup = 1.0
+        f.request.method = method
+        f.request.authority = authority
+        f.request.headers.update(headers)
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 400
+        assert f.response.json()["error"] == error
+
+
+def test_readyz_names_rejected_rule_edits_and_stays_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    from addons.config import rulefiles
+
+    monkeypatch.setattr(rulefiles, "rejected_edits", lambda: {"rules/policy.yaml": "bad value 'sometimes'"})
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.configure(gw, phigate_allow_plain_http=True)
+        f = plain_flow("/-/readyz")
+        gw.request(f)
+        assert f.response is not None and f.response.status_code == 200
+        assert f.response.json() == {"status": "ready",
+                                     "rejected_rule_edits": {"rules/policy.yaml": "bad value 'sometimes'"}}
+
+
+async def test_backend_check_says_why_without_the_address() -> None:
+    import socket
+
+    from addons.request.upstream_call import Upstream
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    why = await gateway.check_backend(Upstream("http", "127.0.0.1", port), "/api/v2/healthcheck")
+    assert why is not None and "GET /api/v2/healthcheck" in why and str(port) not in why
+
+
+def test_backend_target_reads_the_reverse_mode() -> None:
+    gw = Gateway()
+    with taddons.context(gw) as tctx:
+        tctx.options.mode = ["reverse:https://db.internal:8000@8443"]
+        target = gateway.backend_target()
+        assert target is not None
+        upstream, path = target
+        assert (upstream.scheme, upstream.host, upstream.port, path) == ("https", "db.internal", 8000, "/")

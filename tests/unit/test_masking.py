@@ -316,8 +316,11 @@ def test_error_bodies_are_masked(masking: tuple[Masking, Any]) -> None:
            "mrn": "3456789"}
     f = respond(m, make_flow(10, AGENT, body=orjson.dumps(err), status=400))
     out = body(f)
-    assert "3456789" not in orjson.dumps(out).decode() and "Alice Green" not in out["message"]
-    assert out["error"] == "InvalidArgument"
+    # A masked role gets the gateway's error: only the profile's safe field (the error class) passes.
+    assert set(out) == {"error", "status", "request_id", "message"}
+    assert out["error"] == "InvalidArgument" and out["status"] == 400
+    assert out["request_id"] == context(f).request_id
+    assert "3456789" not in orjson.dumps(out).decode() and "Alice" not in orjson.dumps(out).decode()
     clinician = respond(m, make_flow(10, CLINICIAN, body=orjson.dumps(err), status=400))
     assert body(clinician)["mrn"] == "3456789"
 
@@ -339,9 +342,13 @@ def test_missing_key_with_tokenize_rules_refuses_to_start(monkeypatch: pytest.Mo
         tctx.configure(m, phigate_rules=str(ROOT / "rules"), phigate_profile="chroma")
 
 
+# Every role unmasked unless a test says otherwise: these tests are about the rules themselves.
+HEAD = "version: 2\nroles: {'*': {default: clear}}\n"
+
+
 def _compile(text: str) -> Any:
     path = Path("masking.yaml")
-    return compile_masking(path, parse_yaml(path, text))
+    return compile_masking(path, parse_yaml(path, text if "\nversion:" in "\n" + text else HEAD + text))
 
 
 RULE = "rules:\n  - id: r1\n    roles: [agent]\n"

@@ -30,7 +30,8 @@ vectors = st.lists(st.lists(st.floats(-1, 1, allow_nan=False, width=32), min_siz
 
 def rules_for(op: str, fields: list[str]) -> Any:
     operator, params = ("generalize", "{kind: date}") if op == "generalize-date" else (op, "{}")
-    text = (f"rules:\n  - id: r\n    roles: [agents]\n    fields: [{', '.join(fields)}]\n"
+    text = ("version: 2\nroles: {'*': {default: clear}}\n"
+            f"rules:\n  - id: r\n    roles: [agents]\n    fields: [{', '.join(fields)}]\n"
             f"    operator: {operator}\n    params: {params}\n")
     return compile_masking(Path("m.yaml"), parse_yaml(Path("m.yaml"), text))
 

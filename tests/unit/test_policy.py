@@ -398,3 +398,121 @@ async def test_a_raising_hook_refuses_and_nothing_is_forwarded(
     assert f.response is not None and f.response.status_code == 500
     assert context(f).refusal is not None and context(f).refusal.stage == stage  # type: ignore[union-attr]
     assert context(f).answered_by_gateway
+
+
+# --- max_records: export decided by the answer ------------------------------------------------------
+
+CAPS = """\
+max_records:
+  - {id: a-patients, roles: [a], collections: ["patients*"], max: 5}
+  - {id: anyone, max: 50}
+rules:
+  - {id: a-read, roles: [a, b], operations: [search, get], action: allow}
+  - {id: b-export, roles: [b], operations: [export], collections: ["patients*"], action: allow}
+  - {id: a-export, roles: [a], operations: [export], action: hold, approver_roles: [approver]}
+"""
+
+
+@pytest.mark.parametrize(("roles", "kind", "collection", "expected"), [
+    (("a",), "get", "patients_x", ("a-patients", 5, Action.HOLD, "a-export")),
+    (("a",), "search", "billing", ("anyone", 50, Action.HOLD, "a-export")),
+    (("b",), "get", "patients_x", None),  # b may export patients*: no cap to enforce
+    (("b",), "search", "billing", ("anyone", 50, Action.DENY, None)),  # export of billing: default deny
+    (("a",), "export", "patients_x", None),  # exports are judged as exports already
+    (("a",), "write", "patients_x", None),
+])
+def test_record_cap_and_what_happens_above_it(tmp_path: Path, roles: tuple[str, ...], kind: str,
+                                               collection: str, expected: tuple[Any, ...] | None) -> None:
+    policy = compile_rules(tmp_path, CAPS)
+    found = policy.record_cap(who(*roles), op(kind, collection=collection), None)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    cap, over = found
+    assert (cap.id, cap.max, over.action, over.rule_id) == expected
+
+
+@pytest.mark.parametrize(("caps", "message"), [
+    ("max_records: {max: 5}\n", r"expected max_records: a list"),
+    ("max_records:\n  - {max: 5}\n", r"max_records\[0\]'.*expected an id"),
+    ("max_records:\n  - {id: c, max: 0}\n", r"rule 'c': bad value 0; expected max: a whole number"),
+    ("max_records:\n  - {id: c, max: true}\n", r"expected max: a whole number"),
+    ("max_records:\n  - {id: c}\n", r"bad value None; expected max"),
+    ("max_records:\n  - {id: c, max: 5, roles: [nurse]}\n", r"bad value 'nurse'; expected roles"),
+    ("max_records:\n  - {id: c, max: 5, limit: 3}\n", r"expected keys among"),
+    ("max_records:\n  - {id: c, max: 5}\n  - {id: c, max: 6}\n", r"expected unique max_records ids"),
+])
+def test_bad_caps_say_file_entry_value_and_expectation(tmp_path: Path, caps: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        compile_rules(tmp_path, caps + "rules: []\n")
+
+
+def test_shipped_policy_caps_answers_for_readers_without_export(demo: PolicySet) -> None:
+    for roles in (("clinician",), ("agent",), ("db-admin",)):
+        found = demo.record_cap(who(*roles), op("search", "chroma.query", facts={"has_filter": True}), None)
+        assert found is not None and found[0].max == 100, roles
+    _, over = demo.record_cap(who("agent"), op("search", "chroma.query"), None) or (None, None)
+    assert over is not None and over.action == Action.DENY
+
+
+def capped_flow(body: dict[str, Any], identity: Caller) -> http.HTTPFlow:
+    f = chroma_flow(identity)
+    f.request.path = f"{TD}/collections/{UUID}/query"
+    f.request.raw_content = orjson.dumps(body)
+    return f
+
+
+@pytest.mark.parametrize(("body", "sent"), [
+    ({"query_embeddings": [[0.1]], "n_results": 10_000}, 101),
+    ({"query_embeddings": [[0.1]]}, 101),  # absent: the backend's default could be anything
+    ({"query_embeddings": [[0.1]], "n_results": None}, 101),
+    ({"query_embeddings": [[0.1]], "n_results": "50"}, 101),
+    ({"query_embeddings": [[0.1]], "n_results": 7}, 7),
+])
+async def test_the_backend_limit_is_lowered_to_cap_plus_one(chain: tuple[taddons.context, list[Any]],
+                                                            body: dict[str, Any], sent: int) -> None:
+    tctx, addons = chain
+    addons[1].names.learn(UUID, "patients_notes")
+    f = capped_flow({**body, "where": {"$and": []}}, who("agent"))
+    await run_request_hooks(tctx, f)
+    assert f.response is None
+    assert orjson.loads(f.request.raw_content or b"")["n_results"] == sent
+    cap = context(f).record_cap
+    assert cap is not None
+    if sent == body.get("n_results"):
+        assert cap.restore_limit is None  # nothing lowered, nothing to put back
+        return
+    # For the re-fetch of an approved answer: the client's own limit (or its absence) comes back.
+    assert cap.restore_limit is not None
+    cap.restore_limit(f.request)
+    assert orjson.loads(f.request.raw_content or b"") == {**body, "where": {"$and": []}}
+
+
+@pytest.mark.parametrize(("records", "status", "error"), [(100, None, None), (101, 403, "too_many_records")])
+async def test_an_answer_over_the_cap_is_withheld(chain: tuple[taddons.context, list[Any]], records: int,
+                                                  status: int | None, error: str | None) -> None:
+    tctx, addons = chain
+    addons[1].names.learn(UUID, "patients_notes")
+    f = capped_flow({"query_embeddings": [[0.1]], "n_results": 500, "where": {"ward": {"$ne": "zz"}}}, who("agent"))
+    await run_request_hooks(tctx, f)
+    ids = [f"n{i}" for i in range(records)]
+    f.response = http.Response.make(200, orjson.dumps({"ids": [ids], "metadatas": [[{"mrn": "x"}] * records]}),
+                                    {"content-type": "application/json"})
+    addons[2].response(f)
+    if status is None:
+        assert b"n99" in (f.response.raw_content or b"")
+        return
+    assert f.response.status_code == status and f.response.json()["error"] == error
+    assert b"n0" not in (f.response.raw_content or b"")
+    assert context(f).record_cap.counted == records  # type: ignore[union-attr]
+
+
+async def test_an_uncountable_answer_is_never_released(chain: tuple[taddons.context, list[Any]]) -> None:
+    tctx, addons = chain
+    addons[1].names.learn(UUID, "patients_notes")
+    f = capped_flow({"query_embeddings": [[0.1]], "where": {"$and": []}}, who("clinician"))
+    await run_request_hooks(tctx, f)
+    f.response = http.Response.make(200, b"{not json", {"content-type": "application/json"})
+    addons[2].response(f)
+    assert f.response.status_code == 502 and f.response.json()["error"] == "records_uncountable"

@@ -139,10 +139,32 @@ def test_a_bad_detect_pattern_score_names_file_rule_value_and_expectation(tmp_pa
     from addons.config.masking_rules import compile_masking
 
     p = tmp_path / "masking.yaml"
-    doc = {"version": 1, "detect": {"patterns": [{"type": "BADGE", "pattern": r"B-\d{5}", "score": score}]},
+    doc = {"version": 2, "roles": {"*": {"default": "redact"}},
+           "detect": {"patterns": [{"type": "BADGE", "pattern": r"B-\d{5}", "score": score}]},
            "rules": [{"id": "r1", "roles": ["agent"], "fields": ["mrn"], "operator": "redact"}]}
     with pytest.raises(ConfigError) as err:
         compile_masking(p, doc)
     e = err.value
     assert (e.file, e.rule_id, e.value) == (str(p), "detect", score)
     assert "score" in e.expected and str(p) in e.diagnostics()
+
+
+def test_rejected_edits_are_told_once_listed_and_cleared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rulefiles, "_rejection_listeners", [])
+    p = tmp_path / "r.yaml"
+    p.write_text("limit: 1\n")
+    told: list[tuple[str, str]] = []
+    rulefiles.on_rejection(lambda path, why: told.append((path, why)))
+    wf = rulefiles.watched(p, compile_limit)
+    assert rulefiles.rejected_edits() == {}
+    p.write_text("limit: two\n")
+    rulefiles.reload_all()
+    rulefiles.reload_all()  # the same bad edit again: one incident, not one per poll
+    assert [path for path, _ in told] == [str(wf.path)] and "integer 'limit'" in told[0][1]
+    assert list(rulefiles.rejected_edits()) == [str(wf.path)]
+    p.write_text("limit: 1\n")  # undone: the file is the rules in force again
+    rulefiles.reload_all()
+    assert rulefiles.rejected_edits() == {} and wf.current == 1
+    p.write_text("limit: [\n")  # a new bad edit is a new incident
+    rulefiles.reload_all()
+    assert len(told) == 2
