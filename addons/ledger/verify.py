@@ -89,8 +89,10 @@ class NodeData:
     leaf_mismatch: list[int] = field(default_factory=list)
     checkpoints: list[keys.Checkpoint] = field(default_factory=list)
     events: int = 0
-    intents: list[int] = field(default_factory=list)
-    outcomes: set[int] = field(default_factory=set)
+    # (seq, request_id) of each intent, and the request ids events recorded an outcome for: a
+    # request sent twice (an approved answer re-fetched) has two intents and one outcome.
+    intents: list[tuple[int, str]] = field(default_factory=list)
+    outcomes: set[str] = field(default_factory=set)
 
     def add(self, seqs: list[int], entries: list[bytes], stored_hex: list[str | None]) -> None:
         sha = hashlib.sha256
@@ -186,8 +188,8 @@ class _SegmentRows:
     problems: list[Problem]
     events: int
     checkpoints: list[keys.Checkpoint]
-    intents: list[int] = field(default_factory=list)
-    outcomes: list[int] = field(default_factory=list)
+    intents: list[tuple[int, str]] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
 
 
 def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
@@ -220,14 +222,14 @@ def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
                         int(counted[0]) if counted else 0, cps, intents, outcomes)
 
 
-def _intent_seqs(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[int]]:
-    """Seqs of intents, and the intent seqs events refer to (segments older than intents have none)."""
+def _intent_seqs(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[int, str]], list[str]]:
+    """Intents, and the request ids of outcomes (segments older than intents have neither)."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "intents" not in tables:
         return [], []
-    intents = [int(r[0]) for r in con.execute("SELECT seq FROM intents").fetchall()]
-    outcomes = [int(r[0]) for r in con.execute(
-        "SELECT intent_seq FROM events WHERE intent_seq IS NOT NULL").fetchall()]
+    intents = [(int(r[0]), str(r[1])) for r in con.execute("SELECT seq, request_id FROM intents").fetchall()]
+    outcomes = [str(r[0]) for r in con.execute(
+        "SELECT DISTINCT request_id FROM events WHERE intent_seq IS NOT NULL").fetchall()]
     return intents, outcomes
 
 
@@ -282,11 +284,9 @@ def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult, last
                 stored.append(rec.leaf.hex() if rec.leaf else None)
                 data.events += rec.kind == "event"
                 if rec.kind == "intent":
-                    data.intents.append(int(rec.seq))
+                    data.intents.append((int(rec.seq), str(orjson.loads(rec.entry).get("request_id"))))
                 elif rec.kind == "event" and b'"intent_seq":null' not in rec.entry:
-                    ref = orjson.loads(rec.entry).get("intent_seq")
-                    if isinstance(ref, int):
-                        data.outcomes.add(ref)
+                    data.outcomes.add(str(orjson.loads(rec.entry).get("request_id")))
     except (wal.WalCorrupt, KeyError, TypeError, ValueError, AttributeError) as exc:
         at = seqs[-1] + 1 if seqs else w.first
         res.problems.append(Problem(at, node_id, f"unreadable write-ahead record after seq {at - 1} "
@@ -383,7 +383,7 @@ def verify_node(
     witness_cps = read_witness(witness, node.node_id) if witness else []
     res.witness_checkpoints = len(witness_cps)
     res.checkpoints = len(data.checkpoints)
-    res.outcome_unknown = sorted(set(data.intents) - data.outcomes)
+    res.outcome_unknown = sorted(seq for seq, request_id in data.intents if request_id not in data.outcomes)
 
     # Checkpoints: each must carry a valid signature from a key we trust.
     by_size: dict[int, list[tuple[str, keys.Checkpoint]]] = {}
