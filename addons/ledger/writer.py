@@ -132,6 +132,9 @@ class Ledger:
         self.rec_dir = self.dir / "recordings"
         self.signing_key = signing_key
         self.witness = layout.witness_file(witness, node_id) if witness else None
+        # A witness folder (one file per node): append-only too, so no node's file can be removed.
+        self.witness_folder = (self.witness.parent if witness is not None and self.witness is not None
+                               and self.witness != witness else None)
         self.recording_key = recording_key
         self.settings = settings
         self.broken: str | None = None
@@ -500,15 +503,16 @@ class Ledger:
             self._witness_file.sync()
 
     def witness_append_only(self, set_flag: bool = False) -> bool | None:
-        """Whether this node's witness file is append-only (chattr +a); None: no witness, or the
-        filesystem cannot say. `set_flag`: set it first when the process may (CAP_LINUX_IMMUTABLE)."""
+        """Whether this node's witness file (and the witness folder) are append-only (chattr +a);
+        None: no witness, or the filesystem cannot say. `set_flag`: set it first when the process may
+        (CAP_LINUX_IMMUTABLE)."""
         if self.witness is None:
             return None
         with self._io:
             self._open_witness()
-        if set_flag:
-            return witness_fs.ensure_append_only(self.witness)
-        return witness_fs.is_append_only(self.witness)
+        check = witness_fs.ensure_append_only if set_flag else witness_fs.is_append_only
+        found = [check(p) for p in (self.witness, self.witness_folder) if p is not None]
+        return None if None in found else all(found)
 
     def _rec_file(self, ts: float) -> AppendFile:
         path = recording.day_file(self.rec_dir, ts)

@@ -317,9 +317,12 @@ async def test_an_append_only_witness_can_be_required(tmp_path: Path, monkeypatc
             if os.geteuid() == 0 and witness_fs.is_append_only(witness) is not None:
                 # Allowed to set it: set, and traffic flows.
                 assert a.not_ready() is None and witness_fs.is_append_only(witness) is True
+                assert witness_fs.is_append_only(witness.parent) is True  # no node's file can be removed
+                with pytest.raises(PermissionError):
+                    witness.unlink()
             else:
                 reason = a.not_ready()
                 assert reason is not None and "append-only" in reason
         finally:
             a.done()
-            subprocess.run(["chattr", "-a", str(witness)], check=False)
+            subprocess.run(["chattr", "-a", str(witness), str(witness.parent)], check=False)
