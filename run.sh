@@ -166,7 +166,7 @@ case "$cmd" in
     cd "$ROOT"
     exec "$VENV/bin/python" -m tests.support.demo "$@"
     ;;
-  verify | replay | export | approvals)
+  verify | replay | export | approvals | rules)
     ensure_venv
     cd "$ROOT"
     exec "$VENV/bin/python" -m "addons.cli.$cmd" "$@"
@@ -187,6 +187,7 @@ Usage: ./run.sh COMMAND [ARGS...]   (./run.sh COMMAND --help for a command's own
   certs      make a local development CA and server certificate in certs/
   keys       make development secrets: token keys, recording key, audit signing key
   approvals  list, approve, deny and grant held requests as an approver (admin API)
+  rules      apply a new rule file, its author and reason recorded in the ledger (token)
   verify     check the audit ledger's hashes, tree and signed checkpoints
   replay     print (or re-send) one recorded session, decrypted
   export     export audit records as JSON lines, CSV or Parquet

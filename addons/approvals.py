@@ -42,11 +42,11 @@ from addons.core.guard import fail_closed
 from addons.core.readiness import readiness_of, register_readiness
 from addons.core.respond import refuse
 from addons.holds import httpserver
-from addons.holds.admin import AdminApi, AdminSettings, AuthFailed
+from addons.holds.admin import AdminApi, AdminSettings, AuthFailed, ConsoleSignIn
 from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
 from addons.holds.notify import Notifier
 from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
-from addons.holds.summary import masked_summary, request_hash
+from addons.holds.summary import estimate_records, masked_summary, request_hash
 from addons.ledger import sink
 from addons.ledger.writer import LedgerError
 from addons.request import upstream_call
@@ -130,6 +130,12 @@ class Approvals:
         add("phigate_reviewer_roles", str, "approver",
             "Roles allowed on the admin API (comma-separated); deciding a hold also needs a role its rule names.")
         add("phigate_grant_max_minutes", int, 480, "Longest window an approver may grant, in minutes.")
+        add("phigate_console_client_id", str, "phigate-console",
+            "OAuth client id the reviewer console signs in with (a public client at the issuer: authorization "
+            "code with PKCE, redirect URI the console's own address).")
+        add("phigate_console_scope", str, "openid",
+            "Scopes the reviewer console asks the issuer for (space-separated); the access token must be for "
+            "phigate_audience.")
         add("phigate_break_glass_role", str, "emergency", "Role that may pass a hold with a justification header.")
         add("phigate_break_glass_header", str, "x-break-glass",
             "Request header carrying the break-glass justification (removed before forwarding).")
@@ -177,7 +183,9 @@ class Approvals:
         urls = [u.strip() for u in opts.phigate_approval_webhooks.split(",") if u.strip()]
         self.admin = AdminApi(
             self.store, self._authenticate,
-            AdminSettings(self._roles(opts.phigate_reviewer_roles), float(opts.phigate_grant_max_minutes), node_id),
+            AdminSettings(self._roles(opts.phigate_reviewer_roles), float(opts.phigate_grant_max_minutes), node_id,
+                          ConsoleSignIn(getattr(opts, "phigate_issuer", ""), opts.phigate_console_client_id,
+                                        opts.phigate_console_scope)),
             self._on_hold_changed, self._on_grant)
         if opts.phigate_admin_port:
             tls = None
@@ -370,8 +378,11 @@ class Approvals:
             method=flow.request.method,
             # The query string can carry record ids (Pinecone fetch): reviewers see the path only.
             path=(op.path if op else flow.request.path).split("?", 1)[0],
-            summary=masked_summary(body, flow.request.headers.get("content-type"),
-                                   op.facts if op else None, c.request_summary),
+            summary={**masked_summary(body, flow.request.headers.get("content-type"),
+                                      op.facts if op else None, c.request_summary),
+                     # What a reviewer weighs first: why, and how much would be released.
+                     "purpose": c.purpose or ident.purpose,
+                     "estimated_records": estimate_records(str(op.kind) if op else None, op.facts if op else {})},
             request_hash=request_hash(flow.request.method, flow.request.path, body),
             approver_roles=spec.approver_roles, approvals_required=spec.approvals_required,
             requested_at=now, expires_at=now + spec.timeout_s,

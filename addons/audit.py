@@ -40,7 +40,7 @@ from addons.core.guard import fail_closed
 from addons.core.readiness import register_readiness
 from addons.core.respond import refuse
 from addons.core.startup import runtime_error
-from addons.ledger import keys, layout, recording, sink
+from addons.ledger import configuration, keys, layout, recording, sink
 from addons.ledger.canonical import RecordError
 from addons.ledger.writer import Ledger, LedgerError, NodeBusy, Settings
 
@@ -257,6 +257,8 @@ class Audit:
             except recording.RecordingKeyError as exc:
                 raise exceptions.OptionsError(f"Cannot load the recording key: {exc}") from exc
             self._recording = next(iter(rk.values()), None)
+        if self.ledger is not None and updated & configuration.RECORDED:
+            self._record_configuration()
         if "phigate_audit_dir" in updated and opts.phigate_audit_dir and opts.phigate_audit_key_file:
             audit = Path(opts.phigate_audit_dir).resolve()
             if audit in Path(opts.phigate_audit_key_file).resolve().parents:
@@ -308,6 +310,7 @@ class Audit:
         sink.attach(ledger, asyncio.get_running_loop())
         sink.on_intent(self.write_intent)
         rulefiles.on_version(self._rule_version)
+        self._record_configuration()
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
 
     def _fail_start(self, why: str) -> None:
@@ -385,6 +388,14 @@ class Audit:
             self._backlog.append((kind, dict(row)))
         except RecordError as exc:
             log.error("phigate audit: dropped a malformed %s record (%s)", kind, exc)
+
+    def _record_configuration(self) -> None:
+        """The settings and TLS certificates in force, as evidence for the packet (at start, on change)."""
+        opts = ctx.options
+        self._queue("configuration", {"kind": "gateway_settings", "name": opts.phigate_node_id,
+                                      "content": configuration.gateway_settings(opts)})
+        for listener, cert in configuration.tls_certificates(opts):
+            self._queue("configuration", {"kind": "tls_certificate", "name": listener, "content": cert})
 
     def _rule_version(self, version: rulefiles.RuleVersion) -> None:
         self._queue("rule_version", {"path": version.path, "sha256": version.sha256, "content": version.text,

@@ -34,6 +34,7 @@ from addons.auth.jwks import (
 )
 from addons.auth.verifier import (
     DEFAULT_LEEWAY_S,
+    DEFAULT_MAX_LIFETIME_S,
     MAX_LEEWAY_S,
     PURPOSE_HEADER,
     PURPOSE_SHAPE,
@@ -92,12 +93,18 @@ class Identity:
             f"Seconds of clock skew tolerated on exp/nbf/iat (0-{MAX_LEEWAY_S}).")
         add("phigate_jwks_refetch_s", int, 30,
             "Least seconds between two key-set refetches caused by an unknown key id.")
+        add("phigate_max_token_lifetime_s", int, DEFAULT_MAX_LIFETIME_S,
+            "Longest token lifetime accepted (exp - iat, seconds): a longer-lived token is refused, so no "
+            "session outlives it (automatic logoff, 164.312(a)(2)(iii)).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if not 0 <= opts.phigate_clock_skew_s <= MAX_LEEWAY_S:
             raise exceptions.OptionsError(
                 f"phigate_clock_skew_s: got {opts.phigate_clock_skew_s}, expected 0-{MAX_LEEWAY_S} seconds")
+        if opts.phigate_max_token_lifetime_s < 60:
+            raise exceptions.OptionsError(
+                f"phigate_max_token_lifetime_s: got {opts.phigate_max_token_lifetime_s}, expected at least 60 seconds")
         if opts.phigate_jwks_refetch_s < 1:
             raise exceptions.OptionsError(
                 f"phigate_jwks_refetch_s: got {opts.phigate_jwks_refetch_s}, expected at least 1 second")
@@ -111,7 +118,8 @@ class Identity:
                 self._profile = load_profile(opts.phigate_rules, opts.phigate_profile)
             except rulefiles.ConfigError as exc:
                 raise exceptions.OptionsError(f"Cannot load the backend profile: {exc.diagnostics()}") from None
-        keys = {"phigate_issuer", "phigate_audience", "phigate_clock_skew_s", "phigate_jwks_refetch_s"}
+        keys = {"phigate_issuer", "phigate_audience", "phigate_clock_skew_s", "phigate_jwks_refetch_s",
+                "phigate_max_token_lifetime_s"}
         if updated & keys and opts.phigate_issuer and opts.phigate_audience:
             self._build_verifier(opts.phigate_issuer, opts.phigate_audience)
 
@@ -124,7 +132,7 @@ class Identity:
             raise exceptions.OptionsError("phigate_audience: expected at least one audience")
         keyset = KeySet(issuer, fetch=self._fetch, refetch_interval=float(ctx.options.phigate_jwks_refetch_s))
         self.verifier = Verifier(issuer, audiences, keyset, leeway=float(ctx.options.phigate_clock_skew_s),
-                                 clock=self._clock)
+                                 clock=self._clock, max_lifetime=float(ctx.options.phigate_max_token_lifetime_s))
         share(self.verifier)
         if self._refresher is not None:  # options changed while running: refresh the new key set
             self._start_refresher()

@@ -499,6 +499,14 @@ class Masking:
                 return
             if flow.response is not None and flow.response.stream:
                 return  # its head already left: nothing can replace it; the connection just ends
+            if flow.request.method.upper() == "CONNECT" or flow.request.authority:
+                # A tunnel request that mitmproxy failed on before any hook could refuse it: the
+                # client's mistake, answered as the Gateway addon answers it, never as a 502.
+                refuse(flow, Stage.GATEWAY, 400, "tunnel_refused",
+                       "CONNECT and absolute-form request targets are refused: send origin-form requests",
+                       headers={"connection": "close"})
+                flow.metadata[wire.GATEWAY_ANSWER] = True
+                return
             failure = upstream_errors.classify(flow.error.msg, flow.request.timestamp_end is not None)
             refuse(flow, Stage.UPSTREAM, failure.status, failure.reason, failure.detail)
             flow.metadata[wire.GATEWAY_ANSWER] = True

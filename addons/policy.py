@@ -64,6 +64,7 @@ from addons.config.record_count import (
     countable,
     limit_updates,
     query_limit_names,
+    requested_ids,
     restore_body_limits,
 )
 from addons.config.rulefiles import ConfigError
@@ -138,9 +139,11 @@ class Policy:
         record_cap = RecordCap(cap_id=cap.id, max_records=cap.max, over_cap=over,
                                count=functools.partial(count_records, route))
         c.record_cap = record_cap
-        if not route.limit:
-            return
         original = parts.body if parts is not None else None
+        named = requested_ids(route, original)
+        if not route.limit or (named is not None and named <= cap.max):
+            # A read by ids cannot answer more records than it names: forwarded exactly as sent.
+            return
         doc = copy.deepcopy(original)
         query_before = {name: req.query.get_all(name) for name in query_limit_names(route)}
         changed, params = limit_updates(route, doc, parts.query if parts is not None else {}, cap.max + 1)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from addons.config.rulefiles import ConfigError, parse_yaml
+from reports import disclosures, software_version
 from reports import matrix as matrix_mod
-from reports import software_version
 from reports.figures import figures
 from reports.matrix import Matrix
 from reports.model import Packet, Section
 from reports.period import Period
-from reports.sections import access, activity, controls, governance, integrity, minimum, protection
+from reports.sections import access, activity, configured, controls, governance, integrity, minimum, protection
 from reports.source import open_ledger
 from reports.tables import Collector
 
@@ -50,6 +50,8 @@ def _period_views(col: Collector, period: Period) -> None:
     )
     col.con.execute(f"CREATE OR REPLACE TEMP VIEW af AS SELECT * FROM auth_failures WHERE ts >= {start} AND ts < {end}")
     col.con.execute(f"CREATE OR REPLACE TEMP VIEW inc AS SELECT * FROM incidents WHERE ts >= {start} AND ts < {end}")
+    # The one definition of a disclosure, shared with `report disclosures` (reports.disclosures).
+    disclosures.create_view(col.con, "ev", "disclosed")
 
 
 def build(opts: BuildOptions) -> Packet:
@@ -63,11 +65,12 @@ def build(opts: BuildOptions) -> Packet:
             else integrity.VerifyOutcome(False, False, "not run for this packet (--no-verify)")
         )
         masking_matrix = _matrix(col, opts)
-        prot = protection.protection(opts.tls_cert, opts.ledger, generated_at)
+        prot = protection.protection(col, opts.period, opts.tls_cert, opts.ledger, generated_at)
         sections: list[Section] = [
             activity.scope(col),
             governance.policy_versions(col, opts.period),
             governance.audit_configuration(col),
+            configured.configured(col, opts.period),
             integrity.integrity(col, outcome),
             activity.activity(col, opts.period),
             minimum.minimum_necessary(col, masking_matrix),
@@ -85,8 +88,9 @@ def build(opts: BuildOptions) -> Packet:
         f = figures(col, opts.period)
         f["verify"] = outcome.summary
         f["verified"] = outcome.performed and outcome.ok
-        f["tls"] = "valid" if prot.status == "ok" else (prot.status_text or "not examined")
+        f["tls"], f["tls_ok"] = prot.status_text, prot.status == "ok"
         f["recording_files"] = next((x.value for x in prot.facts if x.label.startswith("Encrypted session")), 0)
+        f.update(configured_figures(sections))
         f["matrix_roles"] = len(masking_matrix.roles)
         f["matrix_rows"] = len(masking_matrix.rows)
         ctl = controls.build(sections, f)
@@ -99,6 +103,27 @@ def build(opts: BuildOptions) -> Packet:
     )
     _write_summary(packet, col.data_dir)
     return packet
+
+
+def configured_figures(sections: list[Section]) -> dict[str, Any]:
+    """The control table's words for the configuration evidence, from the sections that show it."""
+    by_id = {s.id: s for s in sections}
+    facts = {x.label: x.value for x in by_id["configuration"].facts}
+    hold_rules = next(t for t in by_id["configuration"].tables if t.id == "hold_rules")
+    versions = next(t for t in by_id["policy"].tables if t.id == "rule_versions")
+    authors = versions.column("author")
+    return {
+        "token_lifetime": facts["Longest access-token lifetime accepted (exp - iat)"],
+        "clock_skew": facts["Clock-skew leeway on token expiry"],
+        "session_idle": facts["Session idle limit (audit sessions)"],
+        "hold_timeouts": facts["Hold timeouts (a pending request is denied after)"],
+        "break_glass_role": facts["Break-glass: role that may invoke it"],
+        "retention": facts["Retention of session recordings (configured)"],
+        "hold_rules": hold_rules.total,
+        "settings_recorded": facts["Longest access-token lifetime accepted (exp - iat)"] != "not recorded",
+        "versions_unattributed": sum(1 for a in authors if a == governance.UNATTRIBUTED),
+        "versions_attributed": sum(1 for a in authors if a != governance.UNATTRIBUTED),
+    }
 
 
 def _version_in_force(col: Collector, period: Period, name: str) -> tuple[Any, ...] | None:

@@ -1,9 +1,9 @@
 """`./run.sh report`: HIPAA evidence packets, reviewer sign-off and the accounting of disclosures.
 
     ./run.sh report --from DATE --to DATE --out DIR [--ledger DIR]     write a packet (HTML, PDF, data)
-    ./run.sh report sign --packet FILE --reviewer NAME [--notes TEXT]  record a review in the ledger
+    ./run.sh report sign --packet FILE --public-key FILE [--notes TEXT]   record your review (token: PHIGATE_TOKEN)
     ./run.sh report disclosures --subject VALUE [--format text|json|csv]   accounting for one patient
-    ./run.sh report verify --packet FILE [--public-key FILE]           check a packet's hashes and signatures
+    ./run.sh report verify --packet FILE --public-key FILE             check a packet's hashes and signatures
     ./run.sh report keygen --out FILE                                  make an Ed25519 packet-signing key
 
 Exit status: 0 done, 1 a packet or ledger that does not verify, 2 bad usage or configuration.
@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from addons.cli import operator
 from addons.ledger import keys
 from addons.ledger.read import read_error_text
 from reports import build, disclosures, generate, manifest, review
@@ -85,15 +86,25 @@ def _packet_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _trusted_key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-key", default=_env("PHIGATE_REPORT_PUBLIC_KEY_FILE"), metavar="FILE",
+                   help="the packet-signing public key you trust, PEM or hex, as you were given it (env "
+                        "PHIGATE_REPORT_PUBLIC_KEY_FILE); required for a signed packet")
+    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned packet")
+
+
 def _sign_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.sh report sign",
-                                description="Record a reviewer's sign-off of a packet in the audit ledger.")
+    p = argparse.ArgumentParser(
+        prog="run.sh report sign", description="Record your sign-off of a packet in the audit ledger.",
+        epilog="The ledger records the subject of your verified OIDC access token (the same token the approvals "
+               "CLI uses), never a name typed on the command line.")
     p.add_argument("--packet", required=True, help="the packet folder or any file in it (manifest.json, packet.pdf)")
-    p.add_argument("--reviewer", required=True, help="the reviewer's name and role, as it should appear in the ledger")
     p.add_argument("--notes", default="", help="review notes (findings, follow-ups)")
     _ledger_arg(p)
-    p.add_argument("--public-key", help="the packet-signing public key you trust (PEM or hex)")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned packet")
+    _trusted_key_arg(p)
+    operator.add_arguments(p, "approver")
+    p.add_argument("--rules", default=_env("PHIGATE_RULES", str(ROOT / "rules")),
+                   help="rules folder: policy.yaml's roles: section maps token groups to roles (env PHIGATE_RULES)")
     p.add_argument("--node-id", default=review.default_node_id(),
                    help="the ledger node this tool writes as (default review-HOSTNAME)")
     p.add_argument("--audit-key-file", default=_env("PHIGATE_AUDIT_KEY_FILE"),
@@ -122,8 +133,7 @@ def _disclosures_parser() -> argparse.ArgumentParser:
 def _verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.sh report verify", description="Check a packet's hashes and signatures.")
     p.add_argument("--packet", required=True, help="the packet folder or any file in it")
-    p.add_argument("--public-key", help="the packet-signing public key you trust (PEM or hex)")
-    p.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned packet")
+    _trusted_key_arg(p)
     return p
 
 
@@ -182,20 +192,25 @@ def cmd_packet(argv: Sequence[str]) -> int:
     return 0
 
 
-def _public_key(text: str | None) -> Ed25519PublicKey | None:
-    if not text:
-        return None
-    return keys.parse_public(Path(text).read_bytes(), text)
+def _verified(args: argparse.Namespace) -> manifest.Verified:
+    """The packet, checked against the public key the user pinned (never the one inside the packet)."""
+    pinned = None
+    if args.public_key:
+        try:
+            pinned = keys.parse_public(Path(args.public_key).read_bytes(), args.public_key)
+        except OSError as exc:
+            raise UsageError(f"--public-key: cannot read {args.public_key}: {exc.strerror}") from None
+    return manifest.verify_packet(Path(args.packet), pinned, not args.allow_unsigned)
 
 
 def cmd_verify(argv: Sequence[str]) -> int:
     args = _verify_parser().parse_args(list(argv))
     try:
-        v = manifest.verify_packet(Path(args.packet), _public_key(args.public_key), not args.allow_unsigned)
+        v = _verified(args)
     except manifest.PacketError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    state = f"signed with key {v.key_id}" if v.signed else "UNSIGNED"
+    state = f"signed with the pinned key {v.key_id}" if v.signed else "UNSIGNED"
     print(f"OK: packet {v.folder} verifies ({state}); packet sha256 {v.packet_sha256}")
     return 0
 
@@ -205,17 +220,22 @@ def cmd_sign(argv: Sequence[str]) -> int:
     if not args.ledger or not Path(args.ledger).is_dir():
         raise UsageError("--ledger must be the gateway's ledger folder (phigate_audit_dir; env PHIGATE_AUDIT_DIR)")
     try:
-        v = manifest.verify_packet(Path(args.packet), _public_key(args.public_key), not args.allow_unsigned)
+        who = operator.verify(args, Path(args.rules))
+    except operator.OperatorError as exc:
+        raise UsageError(f"no review recorded: {exc}") from None
+    try:
+        v = _verified(args)
     except manifest.PacketError as exc:
         print(f"error: the packet does not verify, so no review was recorded: {exc}", file=sys.stderr)
         return 1
     rec = review.record_review(
-        Path(args.ledger), v, args.reviewer, args.notes, args.node_id, args.audit_key_file, "PHIGATE_AUDIT_KEY",
+        Path(args.ledger), v, who.subject, args.notes, args.node_id, args.audit_key_file, "PHIGATE_AUDIT_KEY",
         args.witness or None,
     )
     signed = "with a signed checkpoint" if rec.signed_checkpoint else "unsigned: no audit key was given"
-    print(f"review recorded: packet {v.packet_sha256} by {args.reviewer!r} as ledger record {rec.node_id}:{rec.seq} "
-          f"({signed})")
+    name = f" ({who.name})" if who.name else ""
+    print(f"review recorded: packet {v.packet_sha256} by {who.subject}{name}, verified by {who.issuer}, as ledger "
+          f"record {rec.node_id}:{rec.seq} ({signed})")
     return 0
 
 

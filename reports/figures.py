@@ -10,7 +10,7 @@ from typing import Any
 
 from reports.period import Period
 from reports.sections.access import BURST
-from reports.sections.minimum import masked_totals
+from reports.sections.minimum import disclosure_totals, masked_totals
 from reports.tables import Collector
 
 
@@ -19,22 +19,19 @@ def figures(col: Collector, period: Period) -> dict[str, Any]:
     f: dict[str, Any] = {}
     (f["events"], f["allow"], f["deny"], f["hold"], f["error"], f["users"], f["clients"],
      f["allowed_without_subject"], f["break_glass_requests"], f["writes_refused"], f["first_event"],
-     f["last_event"]) = col.row(
+     f["last_event"], f["held"]) = col.row(
         """SELECT count(*), count(*) FILTER (WHERE decision = 'allow'), count(*) FILTER (WHERE decision = 'deny'),
                   count(*) FILTER (WHERE decision = 'hold'), count(*) FILTER (WHERE decision = 'error'),
                   count(DISTINCT subject), count(DISTINCT client_id),
                   count(*) FILTER (WHERE decision = 'allow' AND subject IS NULL),
                   count(*) FILTER (WHERE break_glass),
-                  count(*) FILTER (WHERE decision IN ('deny', 'hold') AND operation IN ('write', 'delete', 'drop')),
-                  min(ts), max(ts)
+                  count(*) FILTER (WHERE (decision = 'deny' OR hold_id IS NOT NULL)
+                                   AND operation IN ('write', 'delete', 'drop')),
+                  min(ts), max(ts), count(*) FILTER (WHERE hold_id IS NOT NULL)
            FROM ev"""
     )
     f["masked"], f["masked_responses"] = masked_totals(col)
-    f["disclosing_responses"], f["disclosed_subjects"] = col.row(
-        """SELECT count(*), (SELECT count(DISTINCT r) FROM (SELECT unnest(subject_refs) AS r FROM ev
-                                                          WHERE decision = 'allow'))
-           FROM ev WHERE decision = 'allow' AND len(coalesce(subject_refs, [])) > 0"""
-    )
+    f["disclosing_responses"], f["disclosed_subjects"], f["disclosure_recipients"] = disclosure_totals(col)
     f["auth_failures"], f["auth_failure_addresses"] = col.row(
         "SELECT count(*), count(DISTINCT client_addr) FROM af"
     )

@@ -10,8 +10,9 @@ A document cannot contain its own hash, so the packet is sealed in two steps:
    packet.html, packet.pdf) and `manifest.json.sig` signs it, so the renderings are sealed too.
 
 The signing key comes from a file or env var (PEM PKCS#8 Ed25519, or a 32-byte seed in hex/base64,
-the same formats as the ledger's checkpoint key); it is never written into the packet. The public key
-is, for convenience; an auditor should check against the public key they were given (--public-key).
+the same formats as the ledger's checkpoint key); it is never written into the packet. Its public key
+is, for reading, but verification never trusts it: a signed packet verifies only against a public key
+the verifier was given separately (--public-key or PHIGATE_REPORT_PUBLIC_KEY_FILE).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from addons.ledger.keys import key_id_of, parse_public, public_pem
+from addons.ledger.keys import key_id_of, public_pem
 
 FORMAT = "phigate-evidence-packet/1"
 STATEMENT = "statement.json"
@@ -145,8 +146,17 @@ def verify_packet(path: Path, public_key: Ed25519PublicKey | None = None, requir
             raise PacketError(f"{folder / name}: hash in {STATEMENT} differs from {MANIFEST}")
     signed = bool(manifest["signature"])
     if signed:
-        pub = public_key or parse_public(manifest["public_key"].encode(), f"{MANIFEST} public_key")
-        if public_key is not None and key_id_of(public_key) != manifest["key_id"]:
+        if public_key is None:
+            # Threat: whoever edits the data can re-sign it with a new key and put that key in the
+            # manifest; only a key the verifier obtained separately proves who signed.
+            raise PacketError(
+                f"{folder}: the packet is signed with key {manifest['key_id']}, but no trusted public key was given: "
+                "pass --public-key FILE (the packet-signing public key you were given by its issuer) or set "
+                "PHIGATE_REPORT_PUBLIC_KEY_FILE; the key inside the packet proves nothing, since whoever edits "
+                "the data can re-sign it with a key of their own"
+            )
+        pub = public_key
+        if key_id_of(public_key) != manifest["key_id"]:
             raise PacketError(
                 f"packet signed with key {manifest['key_id']}, not with the given public key {key_id_of(public_key)}"
             )

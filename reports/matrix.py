@@ -131,10 +131,36 @@ def from_rules(source: str, compiled: Any, seen_roles: Iterable[str]) -> Matrix:
                 if parts:
                     parts.append(f"{rest} otherwise")
             cells[(row, role)] = "; ".join(parts) if parts else rest
+    # What each role receives of free text: the (documents) row, or its default when no rule names it.
+    docs = {role: cells.get(("(documents)", role)) or unlisted(
+        None if role == NO_IDENTITY else frozenset({_OTHER if role == OTHER_ROLES else role}), "(documents)")
+        for role in columns}
+    notes = _free_text_caveat(rows, docs, cells)
     subjects = ", ".join(compiled.subjects) or "none"
-    notes = (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
-             f"disclosures): {subjects}.",)
+    notes += (f"Fields identifying a data subject (recorded as keyed references for the accounting of "
+              f"disclosures): {subjects}.",)
     return Matrix(source, columns, tuple(rows), cells, "its role's default (roles: in masking.yaml)", None, notes)
+
+
+def _free_text_caveat(rows: list[str], docs: dict[str, str], cells: dict[tuple[str, str], str]) -> tuple[str, ...]:
+    """Mark field cells whose identifier still reaches the role in free text.
+
+    A rule on the `ssn` field masks that field only: an SSN written in a note reaches every role whose
+    documents are returned clear. The cell says so, so the matrix never claims a role cannot see an
+    identifier that it receives in notes."""
+    field_rows = [r for r in rows if r not in ("(documents)", "(ids)", UNLISTED) and not r.startswith("$")]
+    exposed = [role for role, got in docs.items() if "clear" in got]
+    changed = False
+    for row in field_rows:
+        for role in exposed:
+            if cells[(row, role)] != "clear":
+                cells[(row, role)] += "; in free text: clear"
+                changed = True
+    if not changed:
+        return ()
+    return (f"\"in free text: clear\": the rule masks the field, but free-text documents reach {', '.join(exposed)} "
+            "without identifier detection, so the same identifier written in a note (an SSN, a phone number) "
+            "is disclosed to them.",)
 
 
 def _targets(rule: Any, row: str) -> bool:

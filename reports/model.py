@@ -29,13 +29,16 @@ class Table:
     numeric: frozenset[int] = frozenset()  # column indexes to right-align
     empty_text: str = "None in this period."
     note: str | None = None
+    # A register reviewed entry by entry (break-glass): every row is shown in the HTML and the PDF,
+    # however many there are; a reviewer must never sign off rows they were not shown.
+    complete: bool = False
 
     @property
     def truncated(self) -> bool:
         return self.total > len(self.rows)
 
     def limited(self, limit: int) -> Table:
-        if len(self.rows) <= limit:
+        if self.complete or len(self.rows) <= limit:
             return self
         return Table(
             self.id, self.title, self.columns, self.rows[:limit], self.total, self.data_file,

@@ -65,4 +65,10 @@ def open_ledger(path: str | Path) -> duckdb.DuckDBPyConnection:
     if missing:
         con.close()
         raise LedgerError(f"the ledger at {p} has no {', '.join(missing)} table(s); expected the phigate audit schema")
+    if "configuration" not in present:
+        # A copy made before configuration records existed: none were kept, and the packet says so.
+        from addons.ledger.schema import columns
+
+        cols = ", ".join(f'"{c}" {t}' for c, t in columns("configuration"))
+        con.execute(f"CREATE TEMP TABLE configuration ({cols})")
     return con

@@ -51,8 +51,10 @@ class Collector:
         note: str | None = None,
         empty_text: str = "None in this period.",
         data_sql: str | None = None,
+        complete: bool = False,
     ) -> Table:
-        """`sql` gives the displayed columns; `data_sql` (default: the same) the data files' columns."""
+        """`sql` gives the displayed columns; `data_sql` (default: the same) the data files' columns.
+        `complete`: keep every row for display (a register reviewed entry by entry), not the limit."""
         csv_path = self.data_dir / f"{id}.csv"
         json_path = self.data_dir / f"{id}.json"
         # Run the query once into a temporary table; the two data files and the displayed rows read it.
@@ -62,7 +64,7 @@ class Collector:
             self.con.execute(f"COPY _packet_table TO {sql_str(str(csv_path))} (FORMAT CSV, HEADER)")
             self.con.execute(f"COPY _packet_table TO {sql_str(str(json_path))} (FORMAT JSON, ARRAY true)")
             shown_sql = f"SELECT * FROM ({sql})" if data_sql else "SELECT * FROM _packet_table"
-            cur = self.con.execute(f"{shown_sql} LIMIT {int(self.row_limit)}")
+            cur = self.con.execute(shown_sql if complete else f"{shown_sql} LIMIT {int(self.row_limit)}")
             columns = tuple(d[0] for d in cur.description or ())
             shown = tuple(tuple(r) for r in cur.fetchall())
             total = int(self.scalar("SELECT count(*) FROM _packet_table"))
@@ -73,5 +75,5 @@ class Collector:
         return Table(
             id=id, title=title, columns=columns, rows=shown, total=total,
             data_file=f"data/{csv_path.name}", json_file=f"data/{json_path.name}",
-            numeric=numeric_idx, empty_text=empty_text, note=note,
+            numeric=numeric_idx, empty_text=empty_text, note=note, complete=complete,
         )

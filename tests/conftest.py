@@ -58,6 +58,8 @@ def gateway_options(idp: Idp, workdir: Path) -> dict[str, str]:
         # No periodic health calls: tests count what reaches their upstreams. The backend check has
         # its own tests (tests/integration/test_readiness_gateway.py).
         "phigate_backend_check_s": "0",
+        # The test IdP's resource scope: the console's access token is then a JWT for phigate.
+        "phigate_console_scope": "openid vectors",
     }
 
 

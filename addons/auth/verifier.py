@@ -31,6 +31,8 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
 # Clock skew tolerated on exp/nbf/iat: the IdP and this host keep time independently (NTP drift,
 # VM pauses). Small, because every second of leeway is a second an expired token still works.
 DEFAULT_LEEWAY_S = 30
+# Longest accepted token lifetime (automatic logoff): one hour, the common IdP default for access tokens.
+DEFAULT_MAX_LIFETIME_S = 3600
 MAX_LEEWAY_S = 300
 
 # A JWS in compact form: three base64url parts. Anything else (JWE, opaque tokens, junk with
@@ -194,11 +196,12 @@ class Verifier:
 
     def __init__(self, issuer: str, audiences: tuple[str, ...], keys: KeySet, *,
                  leeway: float = DEFAULT_LEEWAY_S, clock: Callable[[], float] = time.time,
-                 cache: TokenCache | None = None) -> None:
+                 cache: TokenCache | None = None, max_lifetime: float = DEFAULT_MAX_LIFETIME_S) -> None:
         self.issuer = issuer
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
+        self.max_lifetime = max_lifetime
         self.clock = clock
         self.cache = cache or TokenCache()
         keys.on_removed(self.cache.forget_kids)
@@ -275,6 +278,10 @@ class Verifier:
             raise AuthError("missing_claim", "the token lacks exp or iat")
         if now >= exp + self.leeway:
             raise AuthError("expired", "the token has expired")
+        if exp - iat > self.max_lifetime:
+            # A token living for days would keep a session open long after its user left the screen.
+            raise AuthError("lifetime_too_long", f"the token lives {int(exp - iat)} s; this gateway accepts at "
+                                                 f"most {int(self.max_lifetime)} s")
         if nbf is not None and now + self.leeway < nbf:
             raise AuthError("not_yet_valid", "the token is not valid yet (nbf)")
         if now + self.leeway < iat:

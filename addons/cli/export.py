@@ -21,7 +21,7 @@ import duckdb
 from addons.ledger.read import TABLES, LedgerReadError, open_ledger, read_error_text, warn_stderr
 
 TIME_COLUMN = {"events": "ts", "approvals": "ts", "auth_failures": "ts", "rule_versions": "effective_from",
-               "checkpoints": "ts", "reviews": "ts", "incidents": "ts"}
+               "checkpoints": "ts", "reviews": "ts", "incidents": "ts", "configuration": "ts"}
 ORDER = {"checkpoints": "node_id, size"}
 
 

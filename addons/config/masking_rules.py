@@ -158,7 +158,6 @@ class Plan:
     steps: tuple[Step, ...]
     rule_ids: tuple[str, ...]
     paths: RoutePaths
-    subject_walkers: tuple[Walker, ...]
     # The same, as executed: field rules keyed by field, applied in one walk over the records (a
     # walk per field would visit every record twenty times); then the other steps.
     # Keyed by `field_key(name)`: every spelling of a listed field finds its rule.
@@ -256,9 +255,8 @@ class MaskingRules:
                 steps.extend(Step(w, defaults.default, defaults.rule_id, "ID", None) for w in paths.ids)
         for rule in rules:
             steps.extend(Step(w, rule.operator, rule.id, "VALUE", None) for w in rule.paths)
-        subject_walkers = tuple(w.child(f) for f in self.subjects for w in paths.metadata)
         other = tuple(s for s in steps if s.field is None)
-        return Plan(tuple(steps), tuple(r.id for r in rules), paths, subject_walkers, fields, other,
+        return Plan(tuple(steps), tuple(r.id for r in rules), paths, fields, other,
                     self.subjects, unlisted, defaults, frozenset(field_key(f) for f in self.subjects))
 
 

@@ -49,6 +49,20 @@ def count_records(route: Route, doc: Any) -> int:
     return max((len(_finder(p)(doc)) for p in record_paths(route.response)), default=0)
 
 
+def requested_ids(route: Route, body: Any) -> int | None:
+    """How many records a request names by id; None when it names none (its answer is unbounded)."""
+    if body is None or not route.request.ids:
+        return None
+    named = 0
+    for path in route.request.ids:
+        for value in _finder(path)(body):
+            if isinstance(value, list):
+                named += len(value)
+            elif value is not None:
+                named += 1
+    return named or None
+
+
 # --- lowering the request's limit -------------------------------------------------------------------
 
 

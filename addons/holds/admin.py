@@ -10,6 +10,7 @@
     GET  /api/decisions[?limit=N]             recent outcomes (the approvals record)
     GET  /api/me                              who the token says you are
     GET  /  /console.js  /console.css         the reviewer console (no data without a token)
+    GET  /console-config.json                 issuer, client id and scope the console signs in with
 
 Any process's listener can serve any hold: the state lives in the shared store, and the process
 holding the flow picks the decision up from there.
@@ -24,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from addons.holds.httpserver import Request, Response, json_answer
+from addons.holds.httpserver import SECURITY_HEADERS, Request, Response, json_answer
 from addons.holds.model import Actor, DecisionError, Grant, Hold, HoldState
 from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
 
@@ -53,10 +55,20 @@ class AuthFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSignIn:
+    """What the console needs to sign a reviewer in with the OpenID provider (public, no secret)."""
+
+    issuer: str
+    client_id: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSettings:
     reviewer_roles: frozenset[str]
     grant_max_minutes: float
     node_id: str
+    sign_in: ConsoleSignIn = ConsoleSignIn("", "phigate-console", "openid")
 
 
 def _justification(body: dict[str, Any]) -> str:
@@ -93,14 +105,19 @@ class AdminApi:
         self.on_grant = on_grant
         self.clock = clock
         self._assets = {name: (ASSETS / name).read_bytes() for name in _ASSET_TYPES}
+        self._page_headers = _console_csp(settings.sign_in.issuer)
 
     async def handle(self, request: Request) -> Response:
         path = request.path
         if request.method == "GET" and path in ("/", "/console", "/console.html"):
-            return Response(200, self._assets["console.html"], _ASSET_TYPES["console.html"])
+            return Response(200, self._assets["console.html"], _ASSET_TYPES["console.html"], self._page_headers)
         if request.method == "GET" and path.lstrip("/") in _ASSET_TYPES:
             name = path.lstrip("/")
             return Response(200, self._assets[name], _ASSET_TYPES[name])
+        if request.method == "GET" and path == "/console-config.json":
+            # Public by design: the issuer and the console's client id are what any login page shows.
+            c = self.settings.sign_in
+            return json_answer(200, {"issuer": c.issuer, "client_id": c.client_id, "scope": c.scope})
         if path == "/healthz":
             return json_answer(200, {"status": "ok", "node_id": self.settings.node_id})
         if not path.startswith("/api/"):
@@ -208,6 +225,16 @@ class AdminApi:
         view["can_decide"] = (hold.state == HoldState.PENDING and now < hold.expires_at and not mine
                               and bool(actor.roles & hold.approver_roles) and actor.subject not in done)
         return view
+
+
+def _console_csp(issuer: str) -> dict[str, str]:
+    """The console page's CSP: the listener's own script, and fetches to itself and to the OpenID
+    provider (discovery and the token endpoint, for the PKCE sign-in); nothing else."""
+    parts = urlsplit(issuer)
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+    connect = "'self'" + (f" {origin}" if origin else "")
+    return {"content-security-policy": SECURITY_HEADERS["content-security-policy"].replace(
+        "connect-src 'self'", f"connect-src {connect}")}
 
 
 def _limit(request: Request, default: int) -> int:

@@ -68,3 +68,25 @@ def masked_summary(body: bytes, content_type: str | None, facts: Mapping[str, An
         return out
     out["body"] = _shape(None, parsed, 0)
     return out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def estimate_records(operation: str | None, facts: Mapping[str, Any]) -> str:
+    """How many records the request would release, from the request facts the profile extracts
+    (ids named, limits, results per query), in words a reviewer reads. The backend is not asked:
+    an estimate from the request alone is what is known before anything is released."""
+    ids, limit = _int(facts.get("ids_count")), _int(facts.get("limit"))
+    n, queries = _int(facts.get("n_results")), _int(facts.get("query_count") or facts.get("search_count")) or 1
+    filtered = bool(facts.get("has_filter"))
+    if facts.get("has_ids") and ids is not None:
+        return f"{ids} record(s), named by id"
+    if n is not None:
+        return f"up to {n * queries} record(s) ({queries} quer{'y' if queries == 1 else 'ies'} x {n} results)"
+    if limit is not None:
+        return f"up to {limit} record(s)" + (" matching a filter" if filtered else "")
+    if operation in ("write", "delete", "schema-write", "drop", "admin"):
+        return "no records returned (a change to the collection)" if not filtered else "records matching a filter"
+    return "every record matching a filter (no limit)" if filtered else "every record in the collection (no limit)"

@@ -4,7 +4,7 @@
     con.sql("SELECT decision, count(*) FROM events GROUP BY ALL")
 
 Returns an in-memory DuckDB connection with one view per table (`events`, `approvals`,
-`auth_failures`, `rule_versions`, `checkpoints`, `reviews`, `incidents`) over all nodes. Sealed
+`auth_failures`, `rule_versions`, `checkpoints`, `reviews`, `incidents`, `configuration`) over all nodes. Sealed
 segments are attached read-only (the writer never opens them again, so there is no lock to
 conflict with); the records still in each node's write-ahead segment are copied in at open time.
 The connection is a snapshot: open a new one to see newer records.
@@ -32,7 +32,7 @@ from addons.ledger import layout, schema, seal, wal
 log = logging.getLogger("phigate")
 
 TABLES = ("events", "approvals", "auth_failures", "rule_versions", "checkpoints", "reviews", "incidents",
-          "intents")
+          "intents", "configuration")
 
 
 # DuckDB's file starts with three 4 KiB headers, then the data blocks.

@@ -94,6 +94,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE events ADD COLUMN intent_seq BIGINT;
         """,
     ),
+    Migration(
+        "0004_configuration",
+        """
+        -- Configuration in force, as evidence: the gateway's settings and TLS certificates (recorded
+        -- at start and on change), and who applied a rule file and why (`./run.sh rules apply`).
+        -- kind: gateway_settings | tls_certificate | rule_change; name: the node, listener or rule file.
+        CREATE TABLE configuration (
+          seq BIGINT NOT NULL, ts TIMESTAMP, node_id VARCHAR, kind VARCHAR, name VARCHAR, content JSON,
+          entry VARCHAR NOT NULL, leaf_hash VARCHAR NOT NULL
+        );
+        """,
+    ),
 )
 
 # Record kinds a caller may append (`sink.record(kind, row)`) -> their table.
@@ -105,6 +117,7 @@ LEAF_TABLES: dict[str, str] = {
     "review": "reviews",
     "incident": "incidents",
     "intent": "intents",
+    "configuration": "configuration",
 }
 # Columns the ledger fills itself, never taken from a caller's row.
 LEDGER_COLUMNS = ("seq", "entry", "leaf_hash")

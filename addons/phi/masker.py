@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,9 +194,9 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
             if summary is not None:
                 present.update(record)
                 if keyring is not None and subjects:
-                    for k, v in record.items():
-                        if v is not None and v != "" and field_key(k) in subjects:
-                            refs.add(keyring.subject_ref(v))
+                    ref = patient_ref(record, plan.subjects, keyring)
+                    if ref is not None:
+                        refs.add(ref)
             if acts:
                 _mask_object(record, plan, run, masked, parts)
     docs_clear = False
@@ -219,6 +219,21 @@ def mask_records(doc: Any, plan: Plan, run: MaskRun, keyring: KeyRing | None,
         summary.fields_disclosed = disclosed
         summary.subject_refs = sorted(refs)
     return masked
+
+
+def patient_ref(record: dict[str, Any], subjects: Sequence[str], keyring: KeyRing) -> str | None:
+    """One keyed reference per record: its first `subjects:` field (any spelling) that holds a value.
+
+    One patient must count once in the accounting of disclosures: a reference per identifier field
+    (MRN and name) would count every patient twice. The first listed field is the patient's primary
+    identifier, the one `report disclosures --subject` is given; later ones stand in when it is absent."""
+    rank = {field_key(f): i for i, f in enumerate(subjects)}
+    best: tuple[int, Any] | None = None
+    for k, v in record.items():
+        i = rank.get(field_key(k))
+        if i is not None and v is not None and v != "" and (best is None or i < best[0]):
+            best = (i, v)
+    return keyring.subject_ref(best[1]) if best is not None else None
 
 
 def mask_error_body(doc: Any, rules: Iterable[Rule], run: MaskRun) -> None:

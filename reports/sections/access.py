@@ -147,7 +147,17 @@ def break_glass(col: Collector) -> Section:
         """SELECT requested_at AS at, requester, operation, collection, rule_id, justification, hold_id,
                   decided_at AS until
            FROM ap WHERE kind = 'break_glass' ORDER BY requested_at, hold_id""",
-        empty_text="Break-glass was not used in this period.",
+        empty_text="Break-glass was not used in this period.", complete=True,
+        note="Every entry is shown, however many: each must be reviewed.",
+    ))
+    s.tables.append(col.table(
+        "break_glass_request_log", "Requests made under break-glass",
+        """SELECT ts, coalesce(subject, '(unknown)') AS subject, client_id, operation, collection, status,
+                  len(coalesce(subject_refs, [])) AS patients, hold_id, request_id
+           FROM ev WHERE break_glass ORDER BY ts, node_id, seq""",
+        numeric=("status", "patients"),
+        empty_text="No request was made under break-glass in this period.", complete=True,
+        note="Every entry is shown, however many: each must be reviewed.",
     ))
     s.tables.append(col.table(
         "break_glass_requests", "Requests made under break-glass, by user",

@@ -48,15 +48,23 @@ def scope(col: Collector) -> Section:
 
 def activity(col: Collector, period: Period) -> Section:
     s = Section("activity", 0, "Activity review")
-    total, allow, deny, hold, error, users, clients = col.row(
-        f"SELECT count(*), {_BY_DECISION}, count(DISTINCT subject), count(DISTINCT client_id) FROM ev"
+    total, allow, deny, hold, error, users, clients, held, held_refused = col.row(
+        f"""SELECT count(*), {_BY_DECISION}, count(DISTINCT subject), count(DISTINCT client_id),
+                   count(*) FILTER (WHERE hold_id IS NOT NULL),
+                   count(*) FILTER (WHERE hold_id IS NOT NULL AND decision <> 'hold')
+            FROM ev"""
     )
     s.intro = (
         "Requests by user, role, operation and collection, and every denial with the rule that decided it. "
-        "Holds (requests waiting for a human decision) are detailed under Approvals."
+        "Decision 'hold' marks a request that was held and then released (approved, under a grant or by "
+        "break-glass); a held request that was denied, timed out or cancelled is counted as denied. Holds "
+        "are detailed under Approvals."
     )
     s.facts += [
-        Fact("Requests", total), Fact("Allowed", allow), Fact("Denied", deny), Fact("Held for approval", hold),
+        Fact("Requests", total), Fact("Allowed by policy", allow), Fact("Denied", deny),
+        Fact("Held for a human decision (any outcome)", held),
+        Fact("Released after a hold (approval, grant, break-glass)", hold),
+        Fact("Held, then denied, timed out or cancelled", held_refused),
         Fact("Errors (refused by the gateway)", error), Fact("Distinct users", users),
         Fact("Distinct clients", clients),
     ]
@@ -143,6 +151,6 @@ def activity(col: Collector, period: Period) -> Section:
         numeric=("seq", "status"),
         empty_text="No request was denied in this period.",
     ))
-    if deny or hold:
-        s.status, s.status_text = "ok", f"{deny:,} denied and {hold:,} held requests, each with its rule"
+    if deny or held:
+        s.status, s.status_text = "ok", f"{deny:,} denied and {held:,} held requests, each with its rule"
     return s

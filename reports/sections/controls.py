@@ -11,20 +11,27 @@ from reports.model import Control, Section
 CONTROLS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("164.312(a)(1)", "Access control: access only for persons or software granted rights",
      ("activity", "policy"),
-     "Default-deny policy by role, collection and operation: {allow:,} requests allowed, {deny:,} denied, "
-     "{hold:,} held for approval; {policy_versions:,} rule-file version(s) in force."),
+     "Default-deny policy by role, collection and operation: {allow:,} request(s) allowed by policy, {deny:,} "
+     "denied, {held:,} held for a human decision ({hold:,} of them released: approved, granted or break-glass); "
+     "{policy_versions:,} rule-file version(s) in force."),
     ("164.312(a)(2)(i)", "Unique user identification (Required)",
      ("activity",),
      "Every event carries the caller's OIDC subject: {users:,} distinct user(s) across {clients:,} client(s); "
      "{allowed_without_subject:,} allowed request(s) without a subject."),
     ("164.312(a)(2)(ii)", "Emergency access procedure (Required)",
-     ("break-glass",),
-     "Break-glass register: {break_glass_uses:,} invocation(s) with justification, "
-     "{break_glass_requests:,} request(s) made under it."),
+     ("configuration", "break-glass"),
+     "Break-glass policy: role {break_glass_role} may pass a hold (never a deny) one request at a time, each "
+     "with its justification; access returns to normal with the next request. Register: "
+     "{break_glass_uses:,} invocation(s), {break_glass_requests:,} request(s) made under it, every entry shown."),
+    ("164.312(a)(2)(iii)", "Automatic logoff (Addressable)",
+     ("configuration",),
+     "Access tokens live at most {token_lifetime} (clock-skew leeway {clock_skew}) and are refused after "
+     "expiry; audit sessions end after {session_idle} idle; held requests are denied after {hold_timeouts}; "
+     "the reviewer console signs out when its token expires."),
     ("164.312(a)(2)(iv)", "Encryption and decryption (Addressable)",
      ("protection",),
-     "TLS listener certificate examined ({tls}); session recordings encrypted with AES-GCM "
-     "({recording_files:,} file(s))."),
+     "TLS certificates in force over the period, from the gateway's own records: {tls}; session recordings "
+     "encrypted with AES-GCM ({recording_files:,} file(s))."),
     ("164.312(b)", "Audit controls: record and examine activity",
      ("audit-config", "activity", "integrity"),
      "{events:,} audit event(s) in the period, one per request, with who, what, when and the decision; "
@@ -39,30 +46,32 @@ CONTROLS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "authentication(s) refused and recorded."),
     ("164.312(e)(1)", "Transmission security",
      ("protection", "minimum-necessary"),
-     "TLS on the listener ({tls}); {masked:,} PHI value(s) masked before leaving the gateway."),
+     "TLS on the listener: {tls}; {masked:,} PHI value(s) masked before leaving the gateway."),
     ("164.308(a)(1)(ii)(D)", "Information system activity review",
      ("activity", "approvals", "sign-off"),
      "This packet: activity, denials and holds for the period; {reviews:,} review(s) recorded for it "
      "so far (sign with ./run.sh report sign)."),
     ("164.308(a)(4)", "Information access management: authorization, establishment and modification",
-     ("policy", "approvals"),
-     "{policy_versions:,} rule-file version(s) by hash; {approvals:,} approval request(s), each with the "
-     "approver's identity and time to decision."),
+     ("policy", "configuration", "approvals"),
+     "{policy_versions:,} rule-file version(s) by hash, {versions_attributed:,} with their author's verified "
+     "identity and reason, {versions_unattributed:,} unattributed; approver roles for each of {hold_rules:,} "
+     "hold rule(s); {approvals:,} approval request(s), each with the approver's identity and time to decision."),
     ("164.308(a)(5)(ii)(C)", "Log-in monitoring (Addressable)",
      ("login",),
      "{auth_failures:,} authentication failure(s) from {auth_failure_addresses:,} address(es), with what "
      "followed; {auth_bursts:,} burst(s) flagged."),
     ("164.316(b)(2)(i)", "Retain documentation for six years",
-     ("policy", "audit-config"),
-     "Every rule-file version kept with its content and hash; the ledger keeps records for the retention "
-     "period (default six years); {ledger_records:,} record(s) in the ledger."),
+     ("policy", "audit-config", "configuration"),
+     "Every rule-file version kept with its content and hash; the ledger is never purged; session recordings "
+     "kept {retention} as configured; {ledger_records:,} record(s) in the ledger."),
     ("164.502(b), 164.514(d)", "Minimum necessary",
      ("minimum-necessary", "disclosures"),
      "Role-to-field masking matrix ({matrix_roles} role(s) x {matrix_rows} field(s)); {masked:,} value(s) "
      "masked in {masked_responses:,} response(s)."),
     ("164.528", "Accounting of disclosures",
      ("disclosures",),
-     "{disclosing_responses:,} response(s) disclosed PHI of {disclosed_subjects:,} data subject(s), "
+     "{disclosing_responses:,} response(s) disclosed identified PHI of {disclosed_subjects:,} patient(s) to "
+     "{disclosure_recipients:,} user(s), whatever released them (policy, approved hold, grant, break-glass), "
      "recorded by keyed reference; per-patient listing with ./run.sh report disclosures."),
 )
 
@@ -74,11 +83,13 @@ def attention(cite: str, f: Mapping[str, Any]) -> bool:
     if cite == "164.312(c)(1)":
         return not bool(f["verified"])
     if cite in ("164.312(a)(2)(iv)", "164.312(e)(1)"):
-        return bool(f["tls"] != "valid")
+        return not bool(f["tls_ok"])
     if cite == "164.308(a)(5)(ii)(C)":
         return bool(f["auth_bursts"])
     if cite == "164.308(a)(4)":
-        return not f["policy_versions"]
+        return not f["policy_versions"] or bool(f["versions_unattributed"])
+    if cite in ("164.312(a)(2)(iii)", "164.316(b)(2)(i)"):
+        return not f["settings_recorded"]
     if cite == "164.502(b), 164.514(d)":
         return not f["matrix_rows"]
     return False

@@ -11,6 +11,8 @@ from reports.model import Fact, Section
 from reports.period import Period
 from reports.tables import Collector, sql_str
 
+UNATTRIBUTED = "unattributed"
+
 # What each event field records, for the audit configuration section (the ledger's own schema is
 # listed next to it, so a column added later shows up even before this text names it).
 EVENT_FIELDS = {
@@ -69,18 +71,36 @@ def policy_versions(col: Collector, period: Period) -> Section:
     s.facts += [Fact("Rule-file versions in force", n), Fact("Versions that took effect during the period", changes)]
     if n == 0:
         s.status, s.status_text = "attention", "no rule-file version recorded for the period"
-    base = f"""SELECT path, sha256, min(effective_from) AS effective_from,
-                      CASE WHEN bool_or(effective_to IS NULL) THEN NULL ELSE max(effective_to) END AS effective_to,
-                      string_agg(DISTINCT node_id, ', ' ORDER BY node_id) AS nodes{{extra}}
-               FROM rule_versions WHERE {in_force} GROUP BY path, sha256{{group}}
-               ORDER BY path, effective_from"""
-    s.tables.append(col.table(
+    # Attribution: the `./run.sh rules apply` record of exactly this content for this file, made before
+    # the version first took effect (a minute's slack for clocks). Anything else is unattributed.
+    base = f"""WITH v AS (
+                 SELECT path, sha256, min(effective_from) AS effective_from,
+                        CASE WHEN bool_or(effective_to IS NULL) THEN NULL ELSE max(effective_to) END AS effective_to,
+                        string_agg(DISTINCT node_id, ', ' ORDER BY node_id) AS nodes, any_value(content) AS content
+                 FROM rule_versions WHERE {in_force} GROUP BY path, sha256),
+               a AS (
+                 SELECT name, content->>'sha256' AS sha256, ts, content->>'author' AS author,
+                        content->>'reason' AS reason
+                 FROM configuration WHERE kind = 'rule_change')
+               SELECT v.path, v.sha256, v.effective_from, v.effective_to, v.nodes,
+                      coalesce(arg_max(a.author, a.ts), '{UNATTRIBUTED}') AS author,
+                      arg_max(a.reason, a.ts) AS reason{{extra}}
+               FROM v LEFT JOIN a ON a.sha256 = v.sha256 AND (v.path = a.name OR v.path LIKE '%/' || a.name)
+                                     AND a.ts <= v.effective_from + INTERVAL 1 MINUTE
+               GROUP BY ALL ORDER BY v.path, v.effective_from"""
+    table = col.table(
         "rule_versions", "Rule-file versions",
-        base.format(extra="", group=""),
-        data_sql=base.format(extra=", any_value(content) AS content", group=""),
-        note="An empty 'effective to' means the version is still in force.",
+        base.format(extra=""),
+        data_sql=base.format(extra=", v.content"),
+        note="An empty 'effective to' means the version is still in force. Author: the verified subject who "
+             f"applied it with ./run.sh rules apply; '{UNATTRIBUTED}': it appeared without that record.",
         empty_text="No rule-file version was recorded for this period.",
-    ))
+    )
+    s.tables.append(table)
+    unattributed = sum(1 for a in table.column("author") if a == UNATTRIBUTED)
+    s.facts.append(Fact("Versions without a recorded author", unattributed))
+    if unattributed and s.status is None:
+        s.status, s.status_text = "attention", f"{unattributed} version(s) unattributed (changed outside rules apply)"
     return s
 
 
@@ -152,7 +172,8 @@ def reviews(col: Collector, period: Period) -> Section:
     s = Section("sign-off", 0, "Reviewer sign-off")
     s.intro = (
         "Information system activity review (164.308(a)(1)(ii)(D)) is documented by recording the review of "
-        "this packet in the ledger: ./run.sh report sign --packet manifest.json --reviewer NAME. "
+        "this packet in the ledger with the reviewer's own access token (PHIGATE_TOKEN): ./run.sh report sign "
+        "--packet manifest.json --public-key KEY. The ledger records the token's verified subject. "
         "Reviews already recorded for periods overlapping this one are listed below."
     )
     s.tables.append(col.table(

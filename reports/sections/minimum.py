@@ -61,37 +61,58 @@ def minimum_necessary(col: Collector, matrix: Matrix) -> Section:
 
 
 def disclosures(col: Collector) -> Section:
+    """Reads the `disclosed` view (reports.disclosures.create_view over the period's events)."""
     s = Section("disclosures", 0, "Accounting of disclosures")
     s.intro = (
-        "Disclosures of PHI to callers (164.528) are recorded per request with keyed references of the "
-        "data subjects, never the identifiers. The listing for one patient (date, recipient, description "
-        "of the PHI, purpose, for the last six years) is produced on request with "
-        "./run.sh report disclosures --subject VALUE. Below: what was disclosed in this period, in aggregate."
+        "Disclosures of PHI to callers (164.528): every response that reached a caller with identified PHI, "
+        "whatever released it (a policy allow, an approved hold, an approver's grant, break-glass). Patients "
+        "are recorded per response by keyed reference (one per patient), never by identifier. The listing "
+        "for one patient (date, recipient, description of the PHI, purpose, for the last six years) is "
+        "produced on request with ./run.sh report disclosures --subject MRN. Below: this period, in aggregate."
     )
-    n, subjects, users = col.row(
-        """SELECT count(*), (SELECT count(DISTINCT r) FROM (SELECT unnest(subject_refs) AS r FROM ev)),
-                  count(DISTINCT subject)
-           FROM ev WHERE len(coalesce(subject_refs, [])) > 0 AND decision = 'allow'"""
-    )
-    s.facts += [Fact("Responses disclosing identified PHI", n), Fact("Distinct data subjects (keyed refs)", subjects),
+    n, patients, users = disclosure_totals(col)
+    s.facts += [Fact("Responses disclosing identified PHI", n), Fact("Distinct patients (keyed references)", patients),
                 Fact("Distinct recipients (users)", users)]
     s.tables.append(col.table(
+        "disclosures_by_release", "Disclosures by how they were released",
+        """WITH n AS (SELECT released_by, count(*) AS responses, count(DISTINCT subject) AS users
+                      FROM disclosed GROUP BY ALL),
+                p AS (SELECT released_by, count(DISTINCT r) AS patients
+                      FROM (SELECT released_by, unnest(subject_refs) AS r FROM disclosed) GROUP BY ALL)
+           SELECT released_by, responses, patients, users FROM n JOIN p USING (released_by)
+           ORDER BY responses DESC, released_by""",
+        numeric=("responses", "patients", "users"),
+        empty_text="No identified PHI was disclosed in this period.",
+    ))
+    # Fields and roles are unnested at two levels, so every field pairs with every role of the caller
+    # (unnest() twice in one SELECT would pair them by position).
+    s.tables.append(col.table(
         "disclosed_fields", "Fields disclosed unmasked, by role",
-        """SELECT field, role, count(*) AS responses, count(DISTINCT subject) AS users
-           FROM (SELECT unnest(fields_disclosed) AS field, subject,
-                        unnest(CASE WHEN len(coalesce(roles, [])) = 0 THEN ['(no role)'] ELSE roles END) AS role
-                 FROM ev WHERE decision = 'allow' AND len(coalesce(fields_disclosed, [])) > 0)
-           GROUP BY ALL ORDER BY field, responses DESC, role""",
+        """WITH f AS (SELECT node_id, seq, subject, unnest(fields_disclosed) AS field,
+                             CASE WHEN len(coalesce(roles, [])) = 0 THEN ['(no role)'] ELSE roles END AS roles
+                      FROM disclosed),
+                fr AS (SELECT node_id, seq, subject, field, unnest(roles) AS role FROM f)
+           SELECT field, role, count(DISTINCT (node_id, seq)) AS responses, count(DISTINCT subject) AS users
+           FROM fr GROUP BY ALL ORDER BY field, responses DESC, role""",
         numeric=("responses", "users"),
         empty_text="No field was disclosed unmasked in this period.",
     ))
     s.tables.append(col.table(
-        "disclosure_purposes", "Disclosures by stated purpose",
-        """SELECT coalesce(purpose, '(the deciding rule''s declared purpose)') AS purpose,
-                  count(*) AS responses, count(DISTINCT subject) AS users
-           FROM ev WHERE decision = 'allow' AND len(coalesce(subject_refs, [])) > 0
-           GROUP BY ALL ORDER BY responses DESC, purpose""",
+        "disclosure_purposes", "Disclosures by purpose",
+        """SELECT purpose, count(*) AS responses, count(DISTINCT subject) AS users
+           FROM disclosed GROUP BY ALL ORDER BY responses DESC, purpose""",
         numeric=("responses", "users"),
         empty_text="No identified PHI was disclosed in this period.",
+        note="Purpose: the caller's purpose-of-use claim or header, else the purpose the deciding rule declares.",
     ))
     return s
+
+
+def disclosure_totals(col: Collector) -> tuple[int, int, int]:
+    """(responses disclosing identified PHI, distinct patients, distinct recipients) in the period."""
+    n, patients, users = col.row(
+        """SELECT count(*), (SELECT count(DISTINCT r) FROM (SELECT unnest(subject_refs) AS r FROM disclosed)),
+                  count(DISTINCT subject)
+           FROM disclosed"""
+    )
+    return int(n), int(patients), int(users)

@@ -36,4 +36,13 @@ def test_demo_plays_every_step_and_writes_a_verified_packet(tmp_path: Path) -> N
     for name in ("packet.html", "packet.pdf", "manifest.json", "statement.json.sig"):
         assert (packet / name).is_file(), name
     assert json.loads((packet / "manifest.json").read_text())
+    # The certificate the gateway served is in the packet, from the gateway's own ledger records.
+    tls = json.loads((packet / "data" / "tls_certificates.json").read_text())
+    assert tls and all(r["problem"] is None and r["sha256_fingerprint"] for r in tls)
+    # The approved export is in the exported patient's accounting of disclosures.
+    accounting = text[text.index("accounting of disclosures (164.528) for Jane Doe"):]
+    assert "released by: approved hold (approved by approver-1)" in accounting
+    assert ("export on patients_notes: returned unmasked: dob (DOB), mrn (MRN), patient_name (PATIENT_NAME)"
+            in accounting)
+    assert "recipient:   clin-1" in accounting
     assert "stopped everything it started" in text

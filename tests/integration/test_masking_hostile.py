@@ -157,7 +157,7 @@ def test_headers_error_bodies_and_bodiless_answers(gateway: Gateway, upstream: H
     upstream.answers[QUERY] = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
                                + PHI[0].encode())
     status, headers, body = call(gateway, token)
-    assert status == 502 and orjson.loads(body)["error"] == "unexpected_upgrade" and leaked(status, headers, body) == []
+    assert status == 502 and orjson.loads(body)["error"] == "upgrade_refused" and leaked(status, headers, body) == []
     # A 204 carries no body on HTTP/1 (the bytes after its head are not read as one).
     upstream.answers[QUERY] = Answer(204, PHI[0].encode(), length=False)
     status, headers, body = call(gateway, token)

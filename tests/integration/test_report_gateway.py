@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,12 +90,22 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
         assert f["verified"] is True and f["verify"].startswith("verified:"), f["verify"]
         assert (tmp_path / "p1" / "packet.pdf").read_bytes().startswith(b"%PDF-")
 
-        # Sign-off, recorded in the same ledger while the gateway keeps running.
-        code, out, err = run("sign", "--packet", str(tmp_path / "p1" / "packet.pdf"), "--reviewer",
-                             "Pat Privacy (privacy officer)", "--notes", "reviewed denials", "--ledger", str(audit),
-                             "--public-key", str(packet_key), "--audit-key-file", str(audit_key),
-                             "--witness", str(witness) + "/")
+        # Sign-off with the reviewer's own token, recorded in the same ledger while the gateway keeps running.
+        sign = ["sign", "--packet", str(tmp_path / "p1" / "packet.pdf"), "--notes", "reviewed denials",
+                "--ledger", str(audit), "--public-key", str(packet_key), "--audit-key-file", str(audit_key),
+                "--witness", str(witness) + "/", "--issuer", idp.issuer]
+        # A caller without a reviewer role, a token for another audience, and a tampered packet: refused.
+        code, _, err = run(*sign, "--token", idp.token("clin-1"))
+        assert code == 2 and "clin-1 holds roles ['clinician']; this command needs one of ['approver']" in err
+        code, _, err = run(*sign, "--token", idp.token("other-aud-1"))
+        assert code == 2 and "not meant for this gateway (audience)" in err
+        tampered = Path(shutil.copytree(tmp_path / "p1", tmp_path / "tampered"))
+        (tampered / "data" / "denials.csv").write_text("seq\n")
+        code, _, err = run(*[str(tampered) if a == sign[2] else a for a in sign], "--token", idp.token("approver-1"))
+        assert code == 1 and "does not verify, so no review was recorded" in err
+        code, out, err = run(*sign, "--token", idp.token("approver-1"))
         assert code == 0, err
+        assert "by approver-1 (Privacy Officer One), verified by " + idp.issuer in out
         assert "with a signed checkpoint" in out
         ok = http_call("GET", gw.url + "/api/v2/heartbeat", None, {"authorization": f"Bearer {token}"})[0]
         assert ok == 200, "the gateway kept serving while the review was written"
@@ -104,7 +115,7 @@ def test_packet_and_sign_off_from_a_running_gateways_ledger(tmp_path: Path, idp:
         doc2 = json.loads((tmp_path / "p2" / "data" / "packet.json").read_text())
         assert doc2["figures"]["reviews"] == 1 and doc2["figures"]["verified"] is True
         reviews = json.loads((tmp_path / "p2" / "data" / "reviews.json").read_text())
-        assert reviews[0]["reviewer"] == "Pat Privacy (privacy officer)"
+        assert reviews[0]["reviewer"] == "approver-1"  # the verified subject, never a typed name
         assert reviews[0]["packet_sha256"] == doc["figures"].get("packet_sha256", reviews[0]["packet_sha256"])
         manifest = json.loads((tmp_path / "p1" / "manifest.json").read_text())
         assert reviews[0]["packet_sha256"] == manifest["packet_sha256"]

@@ -96,7 +96,7 @@ def test_pdf_has_every_section_the_control_table_and_the_ledgers_numbers(big: tu
     assert re.search(rf"{e['events']:,} {e['deny']:,} {e['hold']:,} {e['users']:,} {e['auth_failures']:,}", flat)
     assert re.search(rf"Requests {e['events']:,}\b", flat)
     assert re.search(rf"Denied {e['deny']:,}\b", flat)
-    assert re.search(rf"Held for approval {e['hold']:,}\b", flat)
+    assert re.search(rf"Held for a human decision \(any outcome\) {e['hold']:,}\b", flat)
     assert re.search(rf"Distinct users {e['users']:,}\b", flat)
     assert re.search(rf"Authentication failures {e['auth_failures']:,}\b", flat)
     assert f"Showing 60 of {e['deny']:,} rows" in flat  # long tables are summarised, the data file has all

@@ -75,7 +75,7 @@ class Demo:
             "phigate_audit_dir": str(self.workdir / "audit"),
             "phigate_witness": str(self.workdir / "witness"),
             "phigate_holds_db": str(self.workdir / "holds.sqlite"),
-            "phigate_admin_port": str(self.admin_port),
+            "phigate_admin_port": str(self.admin_port), "phigate_console_scope": "openid vectors",
             **gateway_options(self.keys),
         }
         gw = Gateway(upstream, opts, runner="launch", tls_cert=str(self.certs["server.pem"]),
@@ -172,6 +172,9 @@ def finish(demo: Demo, stop_gateway: Callable[[], None]) -> None:
                  "--witness", str(demo.workdir / "witness"), "--tls-cert", str(demo.certs["server.crt"]),
                  "--audit-key-file", str(demo.keys["audit-signing.pem"])])
     say(f"   packet written to {out} (open {out / 'packet.html'} or {out / 'packet.pdf'})")
+    say("   accounting of disclosures (164.528) for Jane Doe, MRN 2345678, released by the approved export:")
+    report_main(["disclosures", "--subject", "2345678", "--ledger", str(demo.workdir / "audit"),
+                 "--token-key-file", str(demo.keys["token-keys"])])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -303,3 +303,10 @@ def empty(path: str | Path) -> None:
         create_schema(con)
     finally:
         con.close()
+
+
+def add_configuration(con: duckdb.DuckDBPyConnection, ts: dt.datetime, kind: str, name: str,
+                      content: dict[str, Any], node_id: str = "node-0") -> None:
+    """A `configuration` record: gateway_settings, tls_certificate or rule_change."""
+    _insert(con, "configuration", {"ts": ts, "node_id": node_id, "kind": kind, "name": name,
+                                   "content": json.dumps(content)})

@@ -161,6 +161,7 @@ class Idp:
         self.jwks = jwks or make_rsa_jwks(["test-key-1"])
         self.clients = clients
         self.proc: Process | None = None
+        self.script: Path | None = None
 
     @property
     def jwks_path(self) -> Path:
@@ -187,9 +188,11 @@ class Idp:
         if self.clients is not None:
             (self.workdir / "clients.json").write_text(json.dumps(self.clients))
             env["IDP_CLIENTS"] = str(self.workdir / "clients.json")
-        # ESM imports resolve from the script's folder, not NODE_PATH: run a copy beside node_modules.
-        script = IDP_DIR / "idp.mjs"
+        # ESM imports resolve from the script's folder, not NODE_PATH: run a copy beside node_modules,
+        # named for this provider (checkouts sharing one .phigate/idp must not run each other's script).
+        script = IDP_DIR / f"idp-{os.getpid()}-{self.port}.mjs"
         shutil.copyfile(IDP_SCRIPT, script)
+        self.script = script
         self.proc = Process("idp", ["node", str(script)], env=env, cwd=IDP_DIR)
         self.proc.start()
         wait_http(f"{self.issuer}/.well-known/openid-configuration", 30, self.proc.proc)
@@ -198,6 +201,8 @@ class Idp:
     def stop(self) -> None:
         if self.proc:
             self.proc.stop()
+        if self.script is not None:
+            self.script.unlink(missing_ok=True)
 
     def restart(self, jwks: dict[str, Any] | None = None) -> None:
         """Restart (e.g. with rotated keys) on the same port and issuer."""

@@ -603,3 +603,55 @@ async def test_unusable_store_refuses_holds_and_is_not_ready(tmp_path: Path) -> 
             assert f.response.json()["error"] == "approvals_unavailable"
         finally:
             await addon.done()
+
+
+@pytest.mark.parametrize(("operation", "facts", "expected"), [
+    ("export", {"has_filter": False, "limit": None}, "every record in the collection (no limit)"),
+    ("export", {"has_filter": True}, "every record matching a filter (no limit)"),
+    ("get", {"has_ids": True, "ids_count": 3}, "3 record(s), named by id"),
+    ("get", {"limit": 50, "has_filter": True}, "up to 50 record(s) matching a filter"),
+    ("search", {"n_results": 10, "query_count": 2}, "up to 20 record(s) (2 queries x 10 results)"),
+    ("search", {"n_results": 5}, "up to 5 record(s) (1 query x 5 results)"),
+    ("delete", {"has_filter": True}, "records matching a filter"),
+    ("export", {"limit": True}, "every record in the collection (no limit)"),  # a flag is not a count
+])
+def test_estimated_records_in_a_reviewers_words(operation: str, facts: dict[str, Any], expected: str) -> None:
+    from addons.holds.summary import estimate_records
+
+    assert estimate_records(operation, facts) == expected
+
+
+async def test_a_held_requests_summary_says_its_purpose_and_how_much_it_releases(approvals: Approvals) -> None:
+    f = held_flow()
+    c = context(f)
+    c.purpose = "treatment"
+    assert c.operation is not None
+    c.operation = Operation("chroma", OpKind.EXPORT, "chroma.get", "POST", PATH, collection="notes",
+                            facts={"limit": 1000, "has_filter": False})
+    task = asyncio.ensure_future(approvals.request(f))
+    hold = await pending_hold(approvals)
+    assert hold["summary"]["purpose"] == "treatment"
+    assert hold["summary"]["estimated_records"] == "up to 1000 record(s)"
+    assert hold["collection"] == "notes"
+    await admin(approvals, "POST", f"/api/holds/{hold['hold_id']}/deny", {"justification": "not needed"})
+    await task
+
+
+async def test_the_console_signs_in_at_the_configured_issuer_and_may_fetch_only_from_it(tmp_path: Path) -> None:
+    addon = Approvals()
+    with taddons.context(Gateway(), addon) as tctx:
+        # The Identity addon's option, read by the console's sign-in settings.
+        tctx.options.add_option("phigate_issuer", str, "https://idp.example.org/realms/clinic", "issuer")
+        tctx.configure(addon, phigate_holds_db=str(tmp_path / "holds.sqlite"), phigate_admin_port=0,
+                       phigate_console_client_id="reviewers", phigate_console_scope="openid phigate")
+        await addon.running()
+        try:
+            assert addon.admin is not None
+            resp = await addon.admin.handle(Request("GET", "/console-config.json", {}, {}, b"", "test"))
+            assert resp.status == 200 and json.loads(resp.body) == {
+                "issuer": "https://idp.example.org/realms/clinic", "client_id": "reviewers", "scope": "openid phigate"}
+            page = await addon.admin.handle(Request("GET", "/", {}, {}, b"", "test"))
+            csp = page.headers["content-security-policy"]
+            assert "connect-src 'self' https://idp.example.org;" in csp and "script-src 'self';" in csp
+        finally:
+            await addon.done()

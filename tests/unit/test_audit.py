@@ -326,3 +326,28 @@ async def test_an_append_only_witness_can_be_required(tmp_path: Path, monkeypatc
         finally:
             a.done()
             subprocess.run(["chattr", "-a", str(witness), str(witness.parent)], check=False)
+
+
+async def test_settings_and_tls_certificates_are_recorded_at_start_and_on_change(
+    audit: tuple[Audit, taddons.context], tmp_path: Path
+) -> None:
+    from addons.cli.certs import make_certs
+    from addons.core.certinfo import read_certificate
+
+    a, tctx = audit
+    first = make_certs(tmp_path / "c1", ["127.0.0.1"])["server.pem"]
+    second = make_certs(tmp_path / "c2", ["gw.example.org"])["server.pem"]
+    tctx.options.certs = [f"*={first}"]
+    a.running()
+    await a.response(flow_with())
+    tctx.options.certs = [f"*={second}"]  # a new certificate in force: recorded again
+    tctx.configure(a, phigate_retention_days=3650)
+    await a.response(flow_with())
+    got = rows(tmp_path, "SELECT kind, name, content FROM configuration ORDER BY seq")
+    settings = [orjson.loads(str(c)) for k, _, c in got if k == "gateway_settings"]
+    assert settings[0]["phigate_retention_days"] == 2190 and settings[0]["phigate_session_idle_seconds"] == 1800
+    assert settings[-1]["phigate_retention_days"] == 3650
+    certs = [orjson.loads(str(c)) for k, n, c in got if k == "tls_certificate" and n == "gateway *"]
+    assert [c["sha256"] for c in certs][:1] == [read_certificate(first).sha256]
+    assert certs[-1]["sha256"] == read_certificate(second).sha256 and "gw.example.org" in certs[-1]["names"]
+    assert all("PRIVATE KEY" not in str(c) for _, _, c in got)

@@ -241,6 +241,7 @@ async def test_scope_claim_is_split_on_spaces(rules_dir: Path) -> None:
 BAD_TOKENS: list[tuple[str, Callable[[], str], str]] = [
     ("expired", lambda: sign(claims(exp=int(NOW) - 31, iat=int(NOW) - 400)), "expired"),
     ("not yet valid", lambda: sign(claims(nbf=int(NOW) + 120)), "not_yet_valid"),
+    ("lives longer than allowed", lambda: sign(claims(iat=int(NOW) - 10, exp=int(NOW) + 3600)), "lifetime_too_long"),
     ("issued in the future", lambda: sign(claims(iat=int(NOW) + 120)), "issued_in_future"),
     ("wrong issuer", lambda: sign(claims(iss="https://evil.test")), "wrong_issuer"),
     ("wrong audience", lambda: sign(claims(aud="not-phigate")), "wrong_audience"),

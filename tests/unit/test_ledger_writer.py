@@ -368,3 +368,27 @@ def test_the_witness_append_only_flag_is_checked_and_set_when_allowed(tmp_path: 
         led.close()
         if led.witness is not None:
             subprocess.run(["chattr", "-a", str(led.witness)], check=False)
+
+
+def test_a_segment_sealed_before_the_configuration_table_existed_still_reads(tmp_path: Path) -> None:
+    import duckdb
+
+    from addons.ledger.read import open_ledger
+
+    led = make(tmp_path, seal_events=2)
+    led.append_now("incident", {"kind": "test", "detail": "before the migration"})
+    led.append_now("incident", {"kind": "test", "detail": "also before"})
+    led._rotate()
+    led.seal_pending()
+    (seg,) = layout.list_node(led.dir).sealed
+    con = duckdb.connect(str(seg.path))
+    con.execute("DROP TABLE configuration")  # as a segment sealed before 0002_configuration
+    con.close()
+    led.append_now("configuration", {"kind": "gateway_settings", "name": "n", "content": {"a": 1}})
+    led.close()
+    con = open_ledger(tmp_path / "audit")
+    try:
+        assert con.execute("SELECT count(*) FROM incidents").fetchone() == (2,)
+        assert con.execute("SELECT kind, content->>'a' FROM configuration").fetchall() == [("gateway_settings", "1")]
+    finally:
+        con.close()

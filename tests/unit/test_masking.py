@@ -108,11 +108,24 @@ def test_summary_records_counts_disclosures_and_subject_refs(masking: tuple[Mask
     assert s.counts_by_rule["non-clinical-tokenize-mrn"] == 2
     assert s.counts_by_type["MRN"] >= 2 and s.counts_by_type["NAME"] >= 2
     assert s.fields_disclosed == ["ward"]
-    refs = {ring().subject_ref(v) for v in ("3456789", "1234567", "Alice Green", "John Smith")}
+    # One reference per patient (its primary identifier, the MRN), not one per identifier field.
+    refs = {ring().subject_ref(v) for v in ("3456789", "1234567")}
     assert set(s.subject_refs) == refs
     clin = context(respond(m, make_flow(10, CLINICIAN))).masking
     assert clin is not None and set(clin.fields_disclosed) == {"dob", "mrn", "patient_name", "ward", "#document"}
     assert set(clin.subject_refs) == refs
+
+
+@pytest.mark.parametrize("roles", [AGENT, CLINICIAN])
+def test_a_record_without_the_primary_identifier_is_referenced_by_the_next(
+        masking: tuple[Masking, Any], roles: frozenset[str]) -> None:
+    m, _ = masking
+    doc = {"ids": [["a", "b"]], "metadatas": [[{"patient_name": "Ann Lee", "ward": "x"},
+                                               {"mrn": "7654321", "patient_name": "Bo Ray"}]],
+           "documents": [[None, None]], "distances": [[0.1, 0.2]]}
+    s = context(respond(m, make_flow(10, roles, body=orjson.dumps(doc)))).masking
+    assert s is not None
+    assert sorted(s.subject_refs) == sorted([ring().subject_ref("Ann Lee"), ring().subject_ref("7654321")])
 
 
 def test_no_identity_gets_every_rule(masking: tuple[Masking, Any]) -> None:

@@ -17,6 +17,7 @@ from addons.config.record_count import (
     countable,
     limit_updates,
     lower_body_limit,
+    requested_ids,
     restore_body_limits,
 )
 from addons.config.rulefiles import parse_yaml
@@ -117,3 +118,13 @@ def test_restoring_puts_back_the_clients_own_limits() -> None:
     forwarded["searches"][0]["filter"] = {"must": ["MRN-1"]}  # detokenized on the way out
     restore_body_limits(route, original, forwarded)
     assert forwarded == {"searches": [{"limit": 50, "filter": {"must": ["MRN-1"]}}, {"filter": {}}]}
+
+
+def test_a_read_by_ids_names_its_own_bound() -> None:
+    chroma = profile("chroma")
+    route = chroma.route("chroma.get")
+    assert route is not None and route.request.ids
+    assert requested_ids(route, {"ids": ["a", "b", "c"], "where": {"ward": "x"}}) == 3
+    # No ids, empty ids, or no body: the answer has no bound but the limit.
+    for body in ({"where": {"ward": "x"}}, {"ids": []}, {"ids": None}, None):
+        assert requested_ids(route, body) is None

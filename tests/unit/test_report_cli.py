@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
-import shutil
 import xml.etree.ElementTree as ET
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -83,10 +81,32 @@ def test_packet_end_to_end_with_keygen_and_verify(ledger: Path, tmp_path: Path) 
     assert code == 0, err
     assert "packet sha256:" in out and "UNSIGNED" not in out
     code, out, _ = run("verify", "--packet", str(tmp_path / "p" / "manifest.json"), "--public-key", str(key))
-    assert code == 0 and out.startswith("OK: packet")
+    assert code == 0 and out.startswith("OK: packet") and "signed with the pinned key" in out
     (tmp_path / "p" / "data" / "packet.json").write_text("{}")
-    code, _, err = run("verify", "--packet", str(tmp_path / "p"))
+    code, _, err = run("verify", "--packet", str(tmp_path / "p"), "--public-key", str(key))
     assert code == 1 and "packet.json: SHA-256 differs" in err
+
+
+def test_verify_needs_a_pinned_key_and_refuses_a_re_signed_packet(ledger: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHIGATE_REPORT_PUBLIC_KEY_FILE", raising=False)
+    key, forger = tmp_path / "k.pem", tmp_path / "forger.pem"
+    assert run("keygen", "--out", str(key))[0] == 0 and run("keygen", "--out", str(forger))[0] == 0
+    common = ["--from", "2026-01-01", "--to", "2026-01-02", "--ledger", str(ledger), "--no-pdf", "--no-verify"]
+    assert run(*common, "--out", str(tmp_path / "p"), "--signing-key", str(key))[0] == 0
+    # Without a pinned key nothing verifies, and the message says why and how to fix it.
+    code, _, err = run("verify", "--packet", str(tmp_path / "p"))
+    assert code == 1
+    assert "no trusted public key was given: pass --public-key FILE" in err and "PHIGATE_REPORT_PUBLIC_KEY_FILE" in err
+    # The same packet with edited data, re-signed by someone else's key (which it then carries inside):
+    # its own embedded key would accept it; the pinned key does not.
+    assert run(*common, "--out", str(tmp_path / "forged"), "--signing-key", str(forger))[0] == 0
+    code, _, err = run("verify", "--packet", str(tmp_path / "forged"), "--public-key", str(key))
+    assert code == 1 and "not with the given public key" in err
+    # The configured file works like the flag.
+    monkeypatch.setenv("PHIGATE_REPORT_PUBLIC_KEY_FILE", str(key))
+    code, out, _ = run("verify", "--packet", str(tmp_path / "p"))
+    assert code == 0 and "signed with the pinned key" in out
 
 
 def test_missing_ledger(tmp_path: Path) -> None:
@@ -130,33 +150,22 @@ def test_buckets(days: int, unit: str, count: int) -> None:
     assert (b.unit, len(b.starts)) == (unit, count)
 
 
-def test_sign_records_a_review_only_for_a_packet_that_verifies(ledger: Path, tmp_path: Path) -> None:
-    from addons.ledger.read import open_ledger
-
+def test_sign_needs_the_reviewers_own_token(ledger: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHIGATE_TOKEN", raising=False)
     key = tmp_path / "k.pem"
     assert run("keygen", "--out", str(key))[0] == 0
     packet = tmp_path / "p"
-    code, _, err = run("--from", "2026-01-01", "--to", "2026-01-31", "--out", str(packet), "--ledger", str(ledger),
-                       "--signing-key", str(key), "--no-pdf", "--no-verify")
-    assert code == 0, err
+    assert run("--from", "2026-01-01", "--to", "2026-01-31", "--out", str(packet), "--ledger", str(ledger),
+               "--signing-key", str(key), "--no-pdf", "--no-verify")[0] == 0
     audit = tmp_path / "audit"
     audit.mkdir()
-    argv = ["sign", "--packet", str(packet / "packet.html"), "--reviewer", "Pat (privacy officer)",
-            "--ledger", str(audit), "--public-key", str(key), "--node-id", "review-test", "--audit-key-file", ""]
-
-    tampered = tmp_path / "tampered"
-    shutil.copytree(packet, tampered)
-    (tampered / "data" / "denials.csv").write_text("seq\n")
-    code, _, err = run(*[str(tampered) if a == str(packet / "packet.html") else a for a in argv])
-    assert code == 1 and "does not verify, so no review was recorded" in err
-
-    code, out, err = run(*argv, "--notes", "no findings")
-    assert code == 0, err
-    assert "review recorded: packet " in out and "review-test:1" in out
-    con = open_ledger(audit)
-    try:
-        rows = con.execute("SELECT reviewer, notes, period_from, period_to, packet_sha256 FROM reviews").fetchall()
-    finally:
-        con.close()
-    sha = json.loads((packet / "manifest.json").read_text())["packet_sha256"]
-    assert rows == [("Pat (privacy officer)", "no findings", dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1), sha)]
+    argv = ["sign", "--packet", str(packet), "--ledger", str(audit), "--public-key", str(key), "--issuer",
+            "http://127.0.0.1:9", "--audit-key-file", ""]
+    code, _, err = run(*argv)
+    assert code == 2 and "no review recorded: no token: set PHIGATE_TOKEN" in err
+    # A name is not an identity: the old free-text option is gone.
+    with pytest.raises(SystemExit), redirect_stderr(io.StringIO()):
+        cli.main([*argv, "--reviewer", "Pat"])
+    code, _, err = run(*argv, "--token", "not-a-jwt")
+    assert code == 2 and "your token does not verify: the token is not a signed JWT" in err
+    assert not any(audit.iterdir())  # nothing was written

@@ -105,7 +105,7 @@ def test_a_wrong_key_finds_nothing(ledger: Path, monkeypatch: pytest.MonkeyPatch
     code, out, _ = run("disclosures", "--subject", MRN, "--ledger", str(ledger), "--as-of", "2026-06-01",
                        "--format", "csv")
     assert code == 0
-    assert out.strip().splitlines() == ["date,recipient,client,description,purpose,request_id,audit_event"]
+    assert out.strip().splitlines() == ["date,recipient,client,description,purpose,released_by,request_id,audit_event"]
 
 
 @pytest.mark.parametrize(("as_of", "start"), [
@@ -114,3 +114,108 @@ def test_a_wrong_key_finds_nothing(ledger: Path, monkeypatch: pytest.MonkeyPatch
 ])
 def test_lookback_is_six_years(as_of: dt.datetime, start: dt.datetime) -> None:
     assert lookback_start(as_of) == start
+
+
+# ---------------------------------------------------------------- every release path counts
+
+RING = KeyRing.parse(NEW_KEY)
+T = dt.datetime(2026, 3, 10, 9)
+
+
+@pytest.fixture
+def paths_ledger(tmp_path: Path) -> Path:
+    """One patient (MRN 2345678) released four ways, plus refusals that must not count."""
+    me, other = RING.subject_ref("2345678"), RING.subject_ref("1234567")
+    path = tmp_path / "paths.duckdb"
+    con = duckdb.connect(str(path))
+    synth.create_schema(con)
+    synth.add_rule_version(con, "rules/policy.yaml", synth.POLICY_YAML, dt.datetime(2026, 1, 1), None)
+    common = {"subject_refs": [me, other], "collection": "patients_notes"}
+    synth.add_event(con, ts=T, subject="clin-1", roles=["clinician", "approver"], operation="search",
+                    fields_disclosed=["mrn", "patient_name"], purpose="treatment", request_id="allow", **common)
+    # An export held, then approved by a second identity: decision 'hold', the backend's 200.
+    synth.add_event(con, ts=T + dt.timedelta(minutes=1), subject="clin-1", roles=["clinician"],
+                    operation="export", decision="hold", status=200, hold_id="h-exp", rule_ids=["hold-export"],
+                    fields_disclosed=["dob", "mrn", "patient_name"], purpose=None, request_id="approved", **common)
+    synth.add_approval(con, hold_id="h-exp", kind="hold", requester="clin-1", approvers=["approver-1"],
+                       outcome="approved", operation="export")
+    # A request passed by an approver's standing grant.
+    synth.add_event(con, ts=T + dt.timedelta(minutes=2), subject="analyst-7", roles=["analyst"], operation="get",
+                    decision="hold", status=200, hold_id="h-grant", rule_ids=["allow-get"], fields_disclosed=["dob"],
+                    purpose=None, request_id="granted", **common)
+    synth.add_approval(con, hold_id="h-grant", kind="grant", requester="analyst-7", approvers=["approver-2"],
+                       outcome="granted", operation="get")
+    # Break-glass: an emergency caller passed a hold with a justification.
+    synth.add_event(con, ts=T + dt.timedelta(minutes=3), subject="er-doc", roles=["emergency"], operation="get",
+                    decision="hold", status=200, hold_id="h-bg", break_glass=True, rule_ids=["hold-export"],
+                    fields_disclosed=["patient_name"], purpose="emergency treatment", request_id="break-glass",
+                    **common)
+    synth.add_approval(con, hold_id="h-bg", kind="break_glass", requester="er-doc", approvers=[],
+                       outcome="break_glass", justification="patient unconscious in ED")
+    # Not released: a hold denied (recorded as a refusal), a hold that timed out, a backend error.
+    synth.add_event(con, ts=T + dt.timedelta(minutes=4), decision="deny", status=403, hold_id="h-no",
+                    request_id="denied", **common)
+    synth.add_event(con, ts=T + dt.timedelta(minutes=5), decision="hold", status=403, hold_id="h-late",
+                    request_id="timed-out", **common)
+    synth.add_event(con, ts=T + dt.timedelta(minutes=6), decision="hold", status=502, hold_id="h-err",
+                    request_id="backend-error", **common)
+    con.close()
+    return path
+
+
+def test_every_release_path_is_in_the_patients_accounting(paths_ledger: Path) -> None:
+    con = duckdb.connect(str(paths_ledger), read_only=True)
+    items = accounting(con, RING.subject_refs_all("2345678"), dt.datetime(2026, 6, 1))
+    con.close()
+    got = {i.request_id: i for i in items}
+    assert list(got) == ["allow", "approved", "granted", "break-glass"]
+    assert got["allow"].released_by == "policy allow" and got["allow"].purpose == "treatment"
+    approved = got["approved"]
+    assert approved.released_by == "approved hold (approved by approver-1)"
+    assert approved.recipient == "clin-1 (Alice, alice@example.org)"
+    assert approved.date == T + dt.timedelta(minutes=1)
+    assert approved.description.startswith("export on patients_notes: returned unmasked: dob (DOB), mrn (MRN)")
+    assert approved.purpose == "not stated"  # hold-export declares no purpose in this policy
+    assert got["granted"].released_by == "grant (granted by approver-2)"
+    assert got["granted"].purpose == "healthcare operations (declared by rule)"
+    assert got["break-glass"].released_by == "break-glass"
+    assert got["break-glass"].purpose == "emergency treatment"
+    assert "patient_name (PATIENT_NAME)" in got["break-glass"].description
+
+
+def test_the_packet_section_the_control_table_and_the_cli_agree(paths_ledger: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_report_packet import make_packet
+
+    w = make_packet(paths_ledger, tmp_path / "packet")
+    doc = json.loads((w.folder / "data" / "packet.json").read_text())
+    f = doc["figures"]
+    # Four released responses, two patients (one reference each), three recipients.
+    assert (f["disclosing_responses"], f["disclosed_subjects"], f["disclosure_recipients"]) == (4, 2, 3)
+    section = next(s for s in doc["sections"] if s["id"] == "disclosures")
+    facts = {x["label"]: x["value"] for x in section["facts"]}
+    assert facts["Responses disclosing identified PHI"] == 4 and facts["Distinct patients (keyed references)"] == 2
+    control = next(c for c in doc["controls"] if c["cite"] == "164.528")
+    assert control["evidence"].startswith("4 response(s) disclosed identified PHI of 2 patient(s) to 3 user(s)")
+    by_release = synth_rows(w.folder / "data" / "disclosures_by_release.json")
+    assert {r["released_by"]: r["responses"] for r in by_release} == {
+        "policy allow": 1, "approved hold": 1, "grant": 1, "break-glass": 1}
+    # Fields pair with every role of the caller: clin-1 (clinician + approver) disclosed mrn twice as a
+    # clinician (search, export) and once as an approver (search).
+    fields = {(r["field"], r["role"]): r["responses"] for r in synth_rows(w.folder / "data" / "disclosed_fields.json")}
+    assert fields == {("mrn", "clinician"): 2, ("mrn", "approver"): 1, ("patient_name", "clinician"): 2,
+                      ("patient_name", "approver"): 1, ("patient_name", "emergency"): 1, ("dob", "clinician"): 1,
+                      ("dob", "analyst"): 1}
+    # One purpose wording everywhere: the packet's purposes table and the per-patient listing.
+    purposes = {r["purpose"] for r in synth_rows(w.folder / "data" / "disclosure_purposes.json")}
+    monkeypatch.setenv("PHIGATE_TOKEN_KEYS", NEW_KEY)
+    code, out, _ = run("disclosures", "--subject", "2345678", "--ledger", str(paths_ledger), "--as-of",
+                       "2026-06-01", "--format", "json")
+    assert code == 0
+    assert {d["purpose"] for d in json.loads(out)} == purposes == {
+        "treatment", "not stated", "healthcare operations (declared by rule)", "emergency treatment"}
+
+
+def synth_rows(path: Path) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = json.loads(path.read_text())
+    return rows

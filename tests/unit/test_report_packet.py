@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2026, 3, 10, 9, 0, 0)
 
 SECTION_TITLES = (
-    "Scope and data flow", "Policy versions in force", "Audit configuration", "Log-integrity verification",
+    "Scope and data flow", "Policy versions in force", "Audit configuration", "Access-control configuration in force",
+    "Log-integrity verification",
     "Activity review", "Minimum necessary: masking", "Log-in monitoring", "Approvals", "Break-glass register",
     "Transmission and storage protection", "Accounting of disclosures", "Incidents and exceptions",
     "Reviewer sign-off", "HIPAA control table",
 )
-CITES = ("164.312(a)(1)", "164.312(a)(2)(i)", "164.312(a)(2)(ii)", "164.312(b)", "164.312(c)(1)", "164.312(d)",
+CITES = ("164.312(a)(1)", "164.312(a)(2)(i)", "164.312(a)(2)(ii)", "164.312(a)(2)(iii)", "164.312(b)",
+         "164.312(c)(1)", "164.312(d)",
          "164.312(e)(1)", "164.308(a)(1)(ii)(D)", "164.308(a)(4)", "164.308(a)(5)(ii)(C)", "164.316(b)(2)(i)",
          "164.502(b), 164.514(d)", "164.528")
 
@@ -156,7 +158,9 @@ def test_html_has_every_section_and_the_control_table(packet: generate.Written) 
 def test_matrix_comes_from_the_masking_rules_in_the_ledger(packet: generate.Written) -> None:
     w = packet
     cells = {(r["field"], r["role"]): r["receives"] for r in read_csv(w.folder / "data" / "masking_matrix.csv")}
-    assert cells[("ssn", "clinician")] == "redact"
+    # The ssn field is redacted for clinicians, but their notes are not: the cell says an SSN in free text
+    # reaches them, never that clinicians do not see SSNs.
+    assert cells[("ssn", "clinician")] == "redact; in free text: clear"
     assert cells[("mrn", "clinician")] == "clear"
     assert cells[("mrn", "analyst")] == "tokenize"
     assert cells[("phone", "billing")] == "partial [get, search]; redact"
@@ -187,13 +191,20 @@ def test_signed_packet_verifies_and_names_its_hash(signed: generate.Written, sig
 
 
 @pytest.mark.parametrize("victim", ["data/denials.csv", "packet.html", "statement.json", "packet.pdf"])
-def test_a_changed_file_fails_verification(signed: generate.Written, tmp_path: Path, victim: str) -> None:
+def test_a_changed_file_fails_verification(signed: generate.Written, tmp_path: Path, victim: str,
+                                          signing_key: Path) -> None:
+    pub = keys.parse_public(signing_key.read_bytes(), "key")
     copy = Path(shutil.copytree(signed.folder, tmp_path / "copy"))
-    manifest.verify_packet(copy)
+    manifest.verify_packet(copy, pub)
     target = copy / victim
     target.write_bytes(target.read_bytes() + b" ")
     with pytest.raises(manifest.PacketError, match="SHA-256 differs"):
-        manifest.verify_packet(copy)
+        manifest.verify_packet(copy, pub)
+
+
+def test_a_signed_packet_never_verifies_against_its_own_embedded_key(signed: generate.Written) -> None:
+    with pytest.raises(manifest.PacketError, match="no trusted public key was given"):
+        manifest.verify_packet(signed.folder)
 
 
 def test_a_re_signed_manifest_with_another_key_is_refused(signed: generate.Written, tmp_path: Path,
@@ -263,3 +274,32 @@ def test_matrix_has_the_policys_roles_any_other_role_and_no_identity(tmp_path: P
     assert cells[("mrn", "clinician")] == "clear"
     assert cells[("mrn", "agent")].startswith("tokenize")
     assert cells[("ssn", "(no identity)")] == "redact"
+    assert cells[("ssn", "agent")] == "redact"  # the agent's notes go through identifier detection
+    assert cells[("ssn", "clinician")] == "redact; in free text: clear"
+    assert "free-text documents reach clinician without identifier detection" in w.html.read_text()
+
+
+def test_the_break_glass_register_is_never_cut_short_in_the_pdf(tmp_path: Path) -> None:
+    path = tmp_path / "l.duckdb"
+    con = duckdb.connect(str(path))
+    synth.create_schema(con)
+    n = 14
+    for i in range(n):
+        at = T0 + dt.timedelta(minutes=i)
+        synth.add_approval(con, hold_id=f"bg-{i:03d}", kind="break_glass", requester=f"er-{i}", approvers=[],
+                           requested_at=at, decided_at=at, outcome="break_glass", justification=f"trauma bay {i}")
+        synth.add_event(con, ts=at, subject=f"er-{i}", break_glass=True, hold_id=f"bg-{i:03d}", decision="hold",
+                        request_id=f"bg-req-{i:03d}")
+        synth.add_event(con, ts=at, subject="bob", decision="deny", status=403, request_id=f"d{i}")
+    con.close()
+    opts = build.BuildOptions(ledger=path, period=parse_period("2026-03-01", "2026-03-31"), out=tmp_path / "p",
+                              rules=ROOT / "rules", verify=False, tls_cert=None, row_limit=5)
+    w = generate.write_packet(opts, None, html_rows=5, pdf_rows=5)
+    assert w.pdf is not None
+    text = re.sub(r"\s+", " ", pdf_text(w.pdf))
+    for i in range(n):
+        assert f"bg-{i:03d}" in text and f"trauma bay {i}" in text and f"bg-req-{i:03d}" in text
+    html = w.html.read_text()
+    assert html.count("bg-req-") == n
+    # Other long tables still show their first rows and name the data file.
+    assert f"Showing 5 of {n} rows" in text
