@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from addons.config import rulefiles
+from addons.core import readiness
 from tests.support.servers import DEFAULT_RUNNER, ROOT, Chroma, Gateway, Idp, lean_options
 
 # The backend credential the gateway injects upstream in tests (never a caller's token).
@@ -27,6 +28,16 @@ def _fresh_rule_files() -> Iterator[None]:
     rulefiles.forget_all()
     yield
     rulefiles.forget_all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_readiness() -> Iterator[None]:
+    # Readiness checks are process-wide (one gateway per process); an addon a test built, e.g. an
+    # audit addon with a full disk, must not make the next test's gateway "not ready".
+    saved = dict(readiness._readiness)
+    yield
+    readiness._readiness.clear()
+    readiness._readiness.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def _by_scan(d: Detector, text: str) -> list[tuple[int, int, str, float]]:
             s, e = m.span(rec.group)
             if e > s:
                 candidates.append(Span(s, e, rec.retype(text, s) if rec.retype else rec.type, rec.score))
-    candidates += [Span(s, e, "NAME", score) for s, e, score in find_names(text)]
+    candidates += [Span(s, e, typ, score) for s, e, score, typ in find_names(text)]
     return [(sp.start, sp.end, sp.type, sp.score) for sp in resolve(candidates)]
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from addons.phi.detect import checks
+from addons.phi.detect.lexicon import fold
+from addons.phi.detect.lexicon import load as load_lexicon
 from addons.phi.detect.names import find_names
 
 TYPES = (
     "NAME", "ADDRESS", "ZIP", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "SSN", "MRN", "HEALTH_PLAN",
-    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP",
+    "ACCOUNT", "LICENSE", "VEHICLE", "DEVICE", "URL", "IP", "OTHER_ID",
 )
 
 
@@ -64,12 +66,17 @@ class Recogniser:
     # only the whitespace-delimited words holding one are scanned, not the whole text (a pattern
     # with no fixed first character costs a regex attempt at every position of a scanned text).
     token: bool = False
+    # Matches hold no digit, '@' or 'www.' ("ninety-two-year-old", "Washoe County"): tried on every
+    # text, not only on texts holding one of those.
+    wordy: bool = False
 
 
-_MONTH = (
-    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
-    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+_MONTH_WORDS = (
+    "Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    "|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?"
 )
+# Title case or upper case ("08-NOV-2019"), never lower case: "may" and "mar" are words.
+_MONTH = f"(?:{_MONTH_WORDS}|{_MONTH_WORDS.upper()})"
 _STATES = (
     "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH"
     " OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR VI UM AA AE AP FM MH PW"
@@ -89,6 +96,8 @@ def _by_first_letter(words: Sequence[str]) -> str:
 
 
 _STATE = _by_first_letter(_STATES)
+# "Lee, MD" is a credential and "Soft, ND" an exam finding: those need a ZIP to be a place.
+_STATE_PLACE = _by_first_letter([s for s in _STATES if s not in ("MD", "PA", "MS", "AS", "PR", "ND")])
 # USPS Publication 28, appendix C1 street suffixes (common and standard abbreviations).
 _SUFFIXES = """
 Alley Aly Annex Anx Arcade Arc Avenue Ave Av Bayou Byu Beach Bch Bend Bnd Bluff Blf Bluffs Blfs Bottom Btm
@@ -115,11 +124,16 @@ Walks Wall Way Ways Well Wl Wells Wls
 """.split()
 _SUFFIX = _by_first_letter(sorted(set(_SUFFIXES), key=len, reverse=True)) + r"\.?"
 _CAPW = "[A-Z][A-Za-z'\u2019\\-]*"
-_UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?\s*#?\s*[A-Za-z0-9\-]+)"
-_CITY_STATE_ZIP = (
-    rf"(?:,?\s+(?:{_CAPW}\s+){{0,3}}{_CAPW},?\s+{_STATE}\b(?:\s+\d{{5}}(?:-\d{{4}})?)?)"
+_SP = "[ \\t]+"  # an address never runs across a line break (a year, a blank line, "Dear Dr. Cohen")
+_UNIT = (
+    r"(?:,?[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Bldg|Building|Floor|Fl|Room|Rm|Lot|#)\.?[ \t]*#?[ \t]*[A-Za-z0-9\-]+)"
 )
-_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*[:#=\-]?\s*"
+_CITY_STATE_ZIP = (
+    rf"(?:,?{_SP}(?:{_CAPW}{_SP}){{0,3}}{_CAPW},?{_SP}{_STATE}\b(?:{_SP}\d{{5}}(?:-\d{{4}})?)?)"
+)
+# A street's town without its state ("12 Main St, Springfield").
+_CITY_TAIL = r"(?:,[ \t]*[A-Z][a-z]+(?:[ \t][A-Z][a-z]+)?(?![\w\-]))"
+_LABEL_SEP = r"\s*(?:#|no\.?|num(?:ber)?\.?|id|nbr)?\s*(?:(?:is|was|of)\s+)?[:#=\-]?\s*"
 
 
 def _label(words: str, value: str, flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -154,18 +168,100 @@ def _phone_or_fax(text: str, start: int) -> str:
 _ID_VALUE = r"(?=[A-Z0-9\-.]*\d)[A-Z0-9](?:[A-Z0-9]|[\-.](?=[A-Z0-9])){3,24}"
 
 
-def _has_digits(m: re.Match[str], n: int = 2) -> bool:
-    value: str = m.group("v")
+_VERSION_CUE = re.compile(r"(?:version|ver\.?|v|build|release|firmware|software|app|os|android|ios|chrome)\s*$",
+                          re.IGNORECASE)
+
+
+def _not_version(m: re.Match[str]) -> bool:
+    """"app version 2.1.0.4" is not an address: a version cue just before the dotted number."""
+    return _VERSION_CUE.search(m.string, max(0, m.start() - 16), m.start()) is None
+
+
+# Public sites a note cites for patients (agencies, societies): not the individual's identifiers.
+_PUBLIC_HOSTS = re.compile(
+    r"(?:https?://)?(?:www\.)?(?:[a-z0-9\-]+\.)*(?:[a-z0-9\-]+\.(?:gov|mil|int)|heart\.org|cancer\.org"
+    r"|mayoclinic\.org|medlineplus\.gov|who\.int|aap\.org|diabetes\.org|lung\.org|alz\.org|samhsa\.gov"
+    r"|988lifeline\.org|poison\.org|clinicaltrials\.gov)(?![\w.\-])",
+    re.IGNORECASE,
+)
+
+
+def _personal_url(m: re.Match[str]) -> bool:
+    return _PUBLIC_HOSTS.match(m.group(0)) is None
+
+
+# Public service numbers (poison control, crisis lines, Medicare): nobody's identifier.
+_PUBLIC_NUMBERS = frozenset({"8002221222", "8006334227", "8003321088", "8002738255", "8006624357", "8009855990"})
+
+
+_TOLL_FREE = frozenset({"800", "833", "844", "855", "866", "877", "888"})
+
+
+def _not_public(m: re.Match[str]) -> bool:
+    """Public and toll-free numbers belong to organisations, never to a patient."""
+    digits = re.sub(r"\D", "", m.group(0))[-10:]
+    return digits not in _PUBLIC_NUMBERS and digits[:3] not in _TOLL_FREE
+
+
+_NOT_PLACES = frozenset(
+    """the a an my his her their our this that bed pain room icu er ed hospital rehab jail town care treatment
+    and but for with on at it is was be here there touch contact charge person school work home order
+    stable good fair serious critical distress tears shock labor labour remission recovery agony trouble love
+    class church court surgery traffic line bed bathroom kitchen hall lobby waiting clinic office car bus
+    mood much more some any all too so very really just still also here now today tonight tomorrow time
+    general private public section assisted foster group nursing skilled memory independent senior low
+    transitional sober halfway supportive residential shelter housing""".split()
+)
+
+
+def _place(m: re.Match[str]) -> bool:
+    words = m.group("v").split()
+    return not any(w.lower() in _NOT_PLACES for w in words)
+
+
+_DOSE = re.compile(r"\d+(?:\.\d+)?(?:mg|mcg|ug|ml|g|kg|mm|cm|iu|u|units?|tabs?|caps?|hrs?|h|min|x|yo|y)", re.IGNORECASE)
+
+
+def _id_ok(m: re.Match[str], group: str = "v") -> bool:
+    """A labelled identifier holds two digits and is not a dose or a duration ("Rx 500mg")."""
+    value: str = m.group(group)
+    return _has_digits(m, group=group) and _DOSE.fullmatch(value) is None
+
+
+_EXPIRY = re.compile(r"(?:exp\.?|expiry|expires|expiration(?: date)?|use by|best by|lot \S+,?)\s*:?\s*$", re.IGNORECASE)
+
+
+def _not_expiry(m: re.Match[str]) -> bool:
+    """A lot's or a card's expiry ("exp 7/2028") dates a product, not a person."""
+    return _EXPIRY.search(m.string, max(0, m.start() - 24), m.start()) is None
+
+
+def _has_digits(m: re.Match[str], n: int = 2, group: str = "v") -> bool:
+    value: str = m.group(group)
     return sum(ch.isdigit() for ch in value) >= n
 
 
 BUILTIN: tuple[Recogniser, ...] = (
+    # "jane dot doe at gmail dot com": an address spelled out so that filters miss it.
+    Recogniser(
+        "EMAIL",
+        re.compile(r"\b[A-Za-z0-9_]+(?:[ \t]+dot[ \t]+[A-Za-z0-9_]+)*[ \t]+(?:at|\[at\]|\(at\))[ \t]+[A-Za-z0-9\-]+"
+                   r"(?:[ \t]+dot[ \t]+[A-Za-z0-9\-]+)*[ \t]+dot[ \t]+(?:com|net|org|edu|gov|us|io|me|co|info)\b",
+                   re.IGNORECASE),
+        0.9,
+        keys=(" dot ",),
+        wordy=True,
+    ),
+    # A social media handle ("@janedoe77"): a web identifier of its own.
+    Recogniser("URL", re.compile(r"(?<![\w.@])@[A-Za-z0-9_](?:[A-Za-z0-9_.]{1,28}[A-Za-z0-9_])\b"), 0.85, keys=("@",),
+               token=True, wordy=True, validate=lambda m: fold(m.group(0)[1:]) not in load_lexicon().safe),
     Recogniser("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]{2,24}\b"), 0.99, keys=("@",),
                token=True),
     Recogniser(
         "URL",
         re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"'()\[\]{}]+[^\s<>\"'()\[\]{}.,;:!?]", re.IGNORECASE),
         0.95,
+        validate=_personal_url,
     ),
     Recogniser(
         "URL",
@@ -177,6 +273,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         0.95,
         keys=tuple(f".{tld}/" for tld in "com org net edu gov info biz io us health care mil co".split()),
         token=True,
+        validate=_personal_url,
     ),
     Recogniser(
         "IP",
@@ -184,7 +281,7 @@ BUILTIN: tuple[Recogniser, ...] = (
         0.95,
         keys=(".",),
         digits=True,
-        validate=lambda m: checks.ip_ok(m.group(0)),
+        validate=lambda m: checks.ip_ok(m.group(0)) and _not_version(m),
     ),
     Recogniser(
         "IP",
@@ -205,31 +302,62 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "SSN",
-        _label(r"SSN|SS#|social security(?: number| no\.?)?|soc\.? sec\.?", r"\d{3}[- ]?\d{2}[- ]?\d{4}"),
+        # The last four digits, named as such ("SSN ending in 6789").
+        re.compile(r"\b(?:SSN|SS#|social security(?: number| no\.?| #)?|social)[ \t]*"
+                   r"(?:ending|ends|last[ \t]+(?:4|four))"
+                   r"(?:[ \t]+(?:in|with|of|digits))*[ \t:#]*(?P<v>\d{4})\b", re.IGNORECASE),
+        0.95,
+        "v",
+    ),
+    Recogniser(
+        "SSN",
+        _label(r"SSN|SS#|S\.S\.N\.?|social security(?: number| no\.?| #)?|soc\.? sec\.?|social",
+               r"\d{3}[- .]?\d{2}[- .]?\d{4}(?![\d\-])"),
         0.99,
         "v",
     ),
     Recogniser(
         "PHONE",
         re.compile(
-            r"(?<![\w+-])(?:(?:\+?1|001)[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}"
-            r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?(?![\w-])",
+            r"(?<![\w+-])(?:(?:\+?1|001)[ \t.\-]?)?(?:\(\d{3}\)[ \t]?\d{3}[ \t.\-]?|\d{3}[ \t.\-/]\d{3}[ \t.\-])\d{4}"
+            r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?(?![\w-])",
             re.IGNORECASE,
         ),
         0.9,
         retype=_phone_or_fax,
         digits=True,
+        validate=_not_public,
+    ),
+    # E.164 ("+13125550199") stands alone; ten bare digits after a cue ("text me at"), or alone when
+    # they are a valid North American number (a labelled identifier of ten digits outscores this).
+    Recogniser("PHONE", re.compile(r"\+1[2-9]\d{9}(?!\d)"), 0.9, digits=True),
+    # International: a country code and groups of digits ("+353 87 123 4567", "+44 20 7946 0958").
+    Recogniser("PHONE", re.compile(r"\+(?:[2-9]\d{0,2})[ \t.\-]?\(?\d{1,4}\)?(?:[ \t.\-]?\d{2,4}){2,4}(?![\w\-])"), 0.9,
+               digits=True, validate=lambda m: 8 <= sum(c.isdigit() for c in m.group(0)) <= 15),
+    Recogniser("PHONE", re.compile(r"(?<![\w\-./+])[2-9][0-8]\d[2-9]\d{6}(?![\w\-/])"), 0.6, digits=True,
+               validate=lambda m: len(set(m.group(0))) > 3 and _not_public(m)),
+    Recogniser(
+        "PHONE",
+        re.compile(
+            r"\b(?:number|text(?:\s+me)?|call(?:\s+me)?|cell|mobile|phone|reach(?:\s+me)?|whatsapp|sms|changed)"
+            r"(?:\s+(?:is|its|it's|at|on|to|changed|now|back|me|her|him|us))*[\s:]*(?P<v>(?:\+?1)?[2-9]\d{9})(?!\d)",
+            re.IGNORECASE,
+        ),
+        0.9,
+        "v",
+        retype=_phone_or_fax,
     ),
     Recogniser(
         "PHONE",
         _label(
             r"phone|tel|telephone|cell|mobile|call(?:ed)?(?: (?:at|on))?|contact(?: number)?|pager|beeper"
             r"|ph|home|work|fax|facsimile|reach(?:ed|able)? at",
-            r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
+            r"(?:\+?1[\s.\-]?)?\(?\d{3}\)?[\s.\-/]?\d{3}[\s.\-]?\d{4}(?:\s*(?:x|ext\.?)\s*\d{1,6})?|\d{3}[\s.\-]\d{4}",
         ),
         0.95,
         "v",
         retype=_phone_or_fax,
+        validate=_not_public,
     ),
     # Dates: ISO, US numeric, month names either side, day-month-year with a month abbreviation.
     Recogniser(
@@ -255,9 +383,88 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "DATE",
+        # Year first with slashes or dots ("2021/04/09"), day first with dots ("23.05.2021"), spaced
+        # numbers ("09 / 11 / 1950").
+        re.compile(
+            r"(?<![\w/.-])(?:(?P<y>(?:19|20)\d{2})(?P<s1>[/.])(?P<m>0?[1-9]|1[0-2])(?P=s1)(?P<d>0?[1-9]|[12]\d|3[01])"
+            r"|(?P<d2>0?[1-9]|[12]\d|3[01])\.(?P<m2>0?[1-9]|1[0-2])\.(?P<y2>(?:19|20)\d{2})"
+            r"|(?P<m3>0?[1-9]|1[0-2])[ \t]+/[ \t]+(?P<d3>0?[1-9]|[12]\d|3[01])[ \t]+/[ \t]+(?P<y3>(?:19|20)?\d{2}))"
+            r"(?![\w/-]|\.\d)"
+        ),
+        0.9,
+        validate=lambda m: _ok_date(m) and checks.date_ok(
+            int(m.group("y2") or 2000), int(m.group("m2") or 1), int(m.group("d2") or 1)),
+        digits=True,
+    ),
+    Recogniser(
+        "DATE",
+        # Month and day alone ("signed 2/3") after a word that introduces a date: a bare "2/3" is as
+        # often a fraction, a score or a ratio.
+        re.compile(
+            r"\b(?:on|since|signed|dated|till|until|thru|through|from|by|due|before|after|date|dob|born|birthday"
+            r"|admitted|discharged|visit|seen|returned|starting|last|next|cath|surgery|appt|review"
+            r"|note|call|called|update|f/u|appointment|scan|echo|labs|procedure|scheduled|planned)"
+            r"(?:[ \t]+(?:is|was|on|of))?[ \t:]+(?:the[ \t]+)?(?P<v>(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))"
+            # Not a fraction, a score or a dose range ("from 1/2 to 1 tab").
+            r"(?![\d/]|\.\d|[ \t]*(?:pain|scale|murmur|strength|criteria|score|tabs?|tablets?|caps?|cups?|doses?"
+            r"|of\b)|[ \t]*(?:to|-)[ \t]*\d+(?![\d/]))",
+            re.IGNORECASE,
+        ),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
+        # A month with a two-digit year that cannot be a day ("CABG in 3/80"), after a word that
+        # introduces a date.
+        re.compile(r"\b(?:in|since|from|until|till|by|of|on|dated)[ \t]+"
+                   r"(?P<v>(?:0?[1-9]|1[0-2])/[4-9]\d)(?![\d/]|\.\d)"),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
+        # A month alone is an element of a date ("not seen since November"). Never "May" (a verb),
+        # and never before a number (a full date, found above).
+        re.compile(r"\b(?:in|since|until|till|by|from|during|early|late|mid|last|next|this|of|on|before|after)"
+                   r"[ \t]+(?P<v>(?:January|February|March|April|June|July|August|September|October|November"
+                   r"|December))\b(?![ \t]*,?[ \t]*\d)"),
+        0.8,
+        "v",
+        wordy=True,
+    ),
+    Recogniser(
+        "DATE",
+        # Chat writes months in lower case ("october 4th 1990"); never "may", a verb.
+        re.compile(r"\b(?:january|february|march|april|june|july|august|september|sept|october|november|december)"
+                   r"[ \t]+\d{1,2}(?:st|nd|rd|th)?\b(?![ \t]*(?:mg|ml|units?|tabs?|pills?|%"
+                   r"|miles?|km|times|days?|weeks?|months?|years?|hours?|min(?:ute)?s?|steps|blocks|laps|reps|lbs?"
+                   r"|pounds|kg)\b)(?:,?[ \t]+(?:19|20)\d{2}\b)?"),
+        0.85,
+        keys=("january", "february", "march", "april", "june", "july", "august", "september", "october", "november",
+              "december"),
+    ),
+    Recogniser(
+        "NAME",
+        # A dictation line's typists and their user names ("GPP/church/olinger", "XGT:holmes").
+        re.compile(r"^[ \t]*[A-Z]{2,4}[:/][a-z]{2,}(?:/[a-z]{2,})*[ \t]*$", re.MULTILINE),
+        0.8,
+        keys=("/", ":"),
+        wordy=True,
+    ),
+    Recogniser(
+        "PHONE",
+        re.compile(r"\b(?:pager|beeper|bleep|ext\.?|extension)[ \t]*#?:?[ \t]*(?P<v>\d{4,5})\b(?![\-/.]\d)",
+                   re.IGNORECASE),
+        0.85,
+        "v",
+    ),
+    Recogniser(
+        "DATE",
         # Month first: "March 5, 2020", "Mar 5", "March 2020".
         re.compile(
-            rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}})?|,?\s+(?:19|20)\d{{2}})\b"
+            rf"\b{_MONTH}\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+(?:19|20)\d{{2}}\b|,?[ \t]*['\u2019]\d{{2}}(?!\d))?"
+            rf"|,?\s+(?:19|20)\d{{2}})\b"
         ),
         0.85,
     ),
@@ -265,11 +472,12 @@ BUILTIN: tuple[Recogniser, ...] = (
         "DATE",
         # Day first: "5 March 2020", "5th of March", "05-Mar-20"; and month/year "03/2020".
         re.compile(
-            rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?(?:\s+(?:19|20)\d{{2}})?\b"
+            rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?[ \t]+{_MONTH}\.?,?(?:[ \t]+(?:19|20)\d{{2}})?\b"
             rf"|\b\d{{1,2}}-{_MONTH}-(?:(?:19|20)?\d{{2}})\b"
             rf"|\b(?:0?[1-9]|1[0-2])/(?:19|20)\d{{2}}\b"
         ),
         0.85,
+        validate=_not_expiry,
         keys=("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "/"),
         digits=True,
     ),
@@ -283,7 +491,8 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        re.compile(r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b", re.IGNORECASE),
+        re.compile(r"\b(?P<v>9\d|1[01]\d)(?:\s*|-)(?:years?|yrs?|y/?o|yo|year-old|-year-old)\b(?:[ \t-]+old\b)?",
+                   re.IGNORECASE),
         0.95,
         validate=_age_over_89,
         keys=("year", "yr", "y/o", "yo"),
@@ -291,22 +500,147 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "AGE",
-        re.compile(r"\b(?:age[ds]?|aged)\s*[:=]?\s*(?P<v>9\d|1[01]\d)\b", re.IGNORECASE),
+        # "age 90+" is already the generalised form: never masked again.
+        re.compile(r"\b(?:age[ds]?|aged|died at|death at|passed away at|deceased at)\s*[:=]?\s*"
+                   r"(?P<v>9\d|1[01]\d)\b(?!\+)",
+                   re.IGNORECASE),
         0.95,
         validate=_age_over_89,
     ),
     Recogniser(
+        "AGE",
+        # "she's 92", "he turned 101": an age over 89 said of a person, without "years".
+        re.compile(r"\b(?:she|he|they|pt|patient|who|mom|dad|mother|father)"
+                   r"(?:'s|\u2019s|[ \t]+is|[ \t]+was|[ \t]+turned|[ \t]+turns|[ \t]+is now)[ \t]+"
+                   r"(?P<v>9\d|1[01]\d)\b(?![ \t]*(?:%|mg|kg|lbs?|bpm|/|\.\d|degrees|\u00b0))",
+                   re.IGNORECASE),
+        0.9,
+        "v",
+        validate=_age_over_89,
+    ),
+    Recogniser(
+        "AGE",
+        # Decades and words that say "over 89" on their own; a person's decade only: "sats in the
+        # 90s" and "BP in the mid 90s" are readings.
+        re.compile(r"\b(?:(?:in|into)[ \t]+(?:his|her|their|my)[ \t]+"
+                   r"(?:late[ \t]+|early[ \t]+|mid[ \t-]*)?"
+                   r"(?:90s|nineties|100s|hundreds)|(?:super)?centenarian|nonagenarian)\b", re.IGNORECASE),
+        0.9,
+        keys=("90s", "nineties", "100s", "hundreds", "centenarian", "nonagenarian"),
+        wordy=True,
+    ),
+    Recogniser(
+        "AGE",
+        re.compile(r"\b(?:ninety|one hundred(?: and)?)(?:[- ](?:one|two|three|four|five|six|seven|eight|nine))?"
+                   r"[- ](?:years?[- ]old|y/?o\b)", re.IGNORECASE),
+        0.95,
+        keys=("ninety", "hundred"),
+        wordy=True,
+    ),
+    Recogniser("AGE", re.compile(r"(?P<v>9\d|1[01]\d)(?:F|M|Y|yo[FM]|y/o[FM]?)\b"), 0.9, validate=_age_over_89,
+               digits=True),
+    Recogniser(
         "ADDRESS",
         re.compile(
-            rf"\b\d{{1,6}}[A-Z]?\s+(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?\s+)?"
-            rf"(?:{_CAPW}\s+){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?{_CITY_STATE_ZIP}?"
+            rf"\b\d{{1,6}}[A-Z]?{_SP}(?:(?:[NSEW]|North|South|East|West|NE|NW|SE|SW)\.?{_SP})?"
+            rf"(?:{_CAPW}{_SP}){{0,3}}{_SUFFIX}(?![A-Za-z]){_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?"
         ),
         0.9,
         digits=True,
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:P\.?\s?O\.?\s*Box|Post Office Box)\s+\d{{1,6}}{_CITY_STATE_ZIP}?", re.IGNORECASE),
+        # Streets named without a USPS suffix: other languages' street words, highways, rural routes.
+        re.compile(
+            rf"\b\d{{1,6}}{_SP}(?:(?:Camino|Calle|Via|Avenida|Av\.|Paseo|Rue|Rua|Carrera|Calzada|Strada|Chemin"
+            rf"|Broadway|Boardwalk|The)(?:{_SP}(?:del|de|la|los|las|dos|do|da|di)\b)?(?:{_SP}{_CAPW}){{0,2}}"
+            rf"|(?:State|US|U\.S\.|County|Co\.|Farm to Market|FM|Interstate){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?"
+            rf"{_SP}\d{{1,4}}|{_CAPW}{_SP}(?:Hwy|Highway|Route|Rte)\.?{_SP}\d{{1,4}})"
+            rf"{_UNIT}?(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?"
+        ),
+        0.9,
+        digits=True,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:RR|R\.R\.|HC|Rural Route|Star Route){_SP}?\d{{1,3}},?{_SP}Box{_SP}\d{{1,5}}{_UNIT}?"
+                   rf"(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
+                   re.IGNORECASE),
+        0.9,
+        keys=("box",),
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:State|US|U\.S\.|County|Farm to Market|FM){_SP}(?:Hwy|Highway|Route|Rte|Road|Rd)\.?"
+                   rf"{_SP}\d{{1,4}}\b"),
+        0.88,
+        keys=("hwy", "highway", "route", "rte", "road", "rd"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # A street named without a number after "on", "off", "at", "near" ("on Veterans Pkwy").
+        re.compile(r"\b(?:on|off|at|near|along)[ \t]+(?P<v>(?:[A-Z][a-z]+[ \t]){1,3}(?:St|Street|Ave|Avenue|Rd|Road"
+                   r"|Blvd|Boulevard|Ln|Lane|Pkwy|Parkway|Hwy|Highway|Drive|Way|Ct|Court|Pl|Place|Ter|Terrace|Cir"
+                   r"|Circle|Trail)\b\.?)"),
+        0.88,
+        "v",
+    ),
+    Recogniser(
+        "ADDRESS",
+        # Town, state and ZIP in lower case ("boise id 83702").
+        re.compile(rf"\b[a-z]+(?:[ \t][a-z]+)?,?[ \t]+(?:{'|'.join(st.lower() for st in _STATES)}),?[ \t]+"
+                   rf"\d{{5}}(?:-\d{{4}})?\b"),
+        0.9,
+        gate=re.compile(r"\b[a-z]{2},?[ \t]+\d{5}\b"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # Chat writes addresses in lower case ("575 spruce ln").
+        re.compile(
+            r"\b\d{1,6}[ \t]+(?:[nsew]\.?[ \t]+)?(?:[a-z]+[ \t]+){1,2}"
+            r"(?:st|street|ave|avenue|rd|road|dr|drive|ln|lane|ct|court|blvd"
+            r"|boulevard|way|pl|place|terrace|ter|pkwy|parkway|cir|circle|trail|trl|hwy|highway)\b\.?"
+        ),
+        0.85,
+        digits=True,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(r"\b(?:[A-Z][a-z]+[ \t]){0,2}[A-Z][a-z]+[ \t]+(?:County|Parish|Borough)\b"),
+        0.9,
+        keys=("county", "parish", "borough"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # "City, ST" without a ZIP. States that are also credentials ("Lee, MD") need a ZIP.
+        re.compile(rf"(?:\b(?:St|Ste|Ft|Mt)\.[ \t]|\b)(?:[A-Z][a-z]+[ \t]){{0,2}}[A-Z][a-z]+,[ \t]+{_STATE_PLACE}\b"
+                   r"(?![\w\-])"),
+        0.88,
+        keys=(",",),
+        gate=re.compile(r",[ \t]+[A-Z]{2}\b"),
+    ),
+    Recogniser(
+        "ADDRESS",
+        # A place after words that introduce one ("lives in Fresno", "moved here from Tulsa", "im in reno").
+        re.compile(
+            r"\b(?:lives?|living|lived|resides?|residing|moved|relocated|relocating|staying|stays|stay|located|visiting"
+            r"|based|grew up|originally|im|i'm|i am|currently|home|born|raised|travel(?:l?ed|l?ing)?|drove|driving"
+            r"|back|going)(?:[ \t]+(?:here|back|out|up|down|over|now|currently|temporarily))?"
+            r"[ \t]+(?:in|to|from|near|at)[ \t]+"
+            r"(?P<v>[A-Z][a-z]+(?:[ \t][A-Z][a-z]+){0,2}"
+            r"|[a-z]{3,}(?:[ \t][a-z]{3,})?(?=[ \t]+(?:till|until|for|since|now|rn|tonight"
+            r"|this|next|with|and|but)\b|[ \t]*[.,!;\-\u2013]|[ \t]*$))",
+            re.MULTILINE,
+        ),
+        0.95,
+        "v",
+        validate=_place,
+    ),
+    Recogniser(
+        "ADDRESS",
+        re.compile(rf"\b(?:P\.?[ \t]?O\.?[ \t]*Box|Post Office Box)[ \t]+\d{{1,6}}{_UNIT}?"
+                   rf"(?:{_CITY_STATE_ZIP}|{_CITY_TAIL})?",
+                   re.IGNORECASE),
         0.9,
         keys=("box",),
     ),
@@ -321,22 +655,25 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ADDRESS",
-        re.compile(rf"\b(?:{_CAPW}\s+){{0,2}}{_CAPW},\s+{_STATE}\s+\d{{5}}(?:-\d{{4}})?\b"),
+        re.compile(rf"\b(?:{_CAPW}{_SP}){{0,2}}{_CAPW},{_SP}{_STATE},?{_SP}\d{{5}}(?:-\d{{4}})?\b"),
         0.92,
         keys=(",",),
-        gate=re.compile(r",\s+[A-Z]{2}\s+\d{5}"),
+        gate=re.compile(r",[ \t]+[A-Z]{2},?[ \t]+\d{5}"),
     ),
     Recogniser("ZIP", _label(r"zip(?: ?code)?|postal code|zip/postal", r"\d{5}(?:-\d{4})?"), 0.95, "v"),
     Recogniser(
         "HEALTH_PLAN",
         _label(
             r"member|member id|subscriber(?: id)?|beneficiary|health plan(?: id| number)?|insurance(?: id)?"
-            r"|policy|group(?: number)?|medicaid(?: id)?|medicare(?: id)?|MBI|HICN|plan id|payer id|BCBS|insurer",
-            _ID_VALUE,
+            r"|policy|group(?: number)?|medicaid|medicare|MBI|HICN|plan id|payer id|BCBS|insurer"
+            # Payers' own names as labels ("Humana ID", "Medicaid CIN", "Tricare DBN").
+            r"|humana|aetna|cigna|tricare|uhc|unitedhealthcare|united healthcare|kaiser|anthem|blue cross|blue shield"
+            r"|molina|centene|wellcare|medi-cal|ambetter|oscar|caresource|highmark|amerigroup|champva",
+            r"(?:(?:CIN|DBN|MBI|HICN|ID|No\.?|#)\s*[:#]?\s*)?(?P<w>" + _ID_VALUE + ")",
         ),
         0.85,
-        "v",
-        validate=_has_digits,
+        "w",
+        validate=lambda m: _id_ok(m, group="w"),
     ),
     Recogniser(
         "HEALTH_PLAN",
@@ -348,17 +685,28 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "ACCOUNT",
-        _label(r"account|acct|a/c|billing(?: account)?|invoice|claim|encounter|financial|iban|bank account"
-               r"|routing", _ID_VALUE),
+        _label(r"account|acct|a/c|billing(?: account)?|invoice|encounter|financial|iban|bank account"
+               r"|routing|guarantor|FIN|HAR|hospital account", _ID_VALUE),
         0.85,
         "v",
         validate=_has_digits,
+    ),
+    Recogniser("ACCOUNT", re.compile(r"\b(?:HAR|FIN)\d{6,12}\b"), 0.9, keys=("har", "fin"), token=True),
+    Recogniser(
+        "ACCOUNT",
+        # American Express: 15 digits grouped 4-6-5, Luhn-checked.
+        re.compile(r"(?<![\w-])(?P<v>3[47]\d{2}[ -]?\d{6}[ -]?\d{5})(?![\w-])"),
+        0.86,
+        "v",
+        validate=lambda m: checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
+        digits=True,
     ),
     Recogniser(
         "ACCOUNT",
         # Card-like numbers only with a valid Luhn check digit.
         re.compile(r"(?<![\w-])(?P<v>\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7})(?![\w-])"),
-        0.8,
+        # A valid check digit over 13-19 digits outweighs a label's reading of the first group.
+        0.86,
         "v",
         validate=lambda m: 13 <= len(re.sub(r"\D", "", m.group("v"))) <= 19
         and checks.luhn_ok(re.sub(r"\D", "", m.group("v"))),
@@ -366,8 +714,9 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "LICENSE",
-        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic|certificate|cert|registration|DEA|NPI|state license"
-               r"|board certification|permit", _ID_VALUE),
+        _label(r"driver'?s? licen[cs]e|licen[cs]e|DL|lic\.?|certificate|cert|registration|reg\.?\s*no\.?|DEA"
+               r"|state license"
+               r"|board certification|permit|CDL|state ID|passport", _ID_VALUE),
         0.85,
         "v",
         validate=_has_digits,
@@ -385,7 +734,7 @@ BUILTIN: tuple[Recogniser, ...] = (
     Recogniser("VEHICLE", _label(r"VIN|vehicle identification number|chassis", r"[A-HJ-NPR-Z0-9]{11,17}"), 0.95, "v"),
     Recogniser(
         "VEHICLE",
-        _label(r"license plate|licence plate|registration plate|plates|plate|tag",
+        _label(r"license plate|licence plate|registration plate|plates|plate|tag|car reg|reg|registration",
                r"[A-Z0-9]{1,8}(?:[ \-\u2022\u00b7][A-Z0-9]{1,8})?"),
         0.85,
         "v",
@@ -393,15 +742,39 @@ BUILTIN: tuple[Recogniser, ...] = (
     ),
     Recogniser(
         "DEVICE",
-        _label(r"serial(?: number)?|S/N|SN|device(?: id| serial)?|UDI|IMEI|MAC|implant(?: id)?|pacemaker"
-               r"|model/serial|lot|pump|ICD|defibrillator|hearing aid|insulin pump",
+        # Not "lot": a vaccine or drug lot names a batch, not a person's device.
+        _label(r"serial(?: number| no\.?)?|S/N|SN|device(?: id| serial)?|UDI|IMEI|MAC(?: address)?|implant(?: id)?"
+               r"|pacemaker|model/serial|pump|ICD(?![\-\s]*(?:9|10|11)\b)|defibrillator|hearing aid|insulin pump",
                r"(?:\(01\))?" + _ID_VALUE + r"|(?:[0-9A-F]{2}[:\-]){5}[0-9A-F]{2}"),
         0.85,
         "v",
         validate=_has_digits,
     ),
     Recogniser("DEVICE", re.compile(r"\(01\)\d{14}(?:\(\d{2}\)[A-Za-z0-9]+)*"), 0.9, keys=("(01)",)),
+    Recogniser("DEVICE", re.compile(r"(?<![\w:\-])(?:[0-9A-Fa-f]{2}[:\-]){5}[0-9A-Fa-f]{2}(?![\w:\-])"), 0.9,
+               keys=(":", "-"), token=True, gate=re.compile(r"[0-9A-Fa-f]{2}[:\-][0-9A-Fa-f]{2}[:\-][0-9A-Fa-f]{2}")),
 )
+
+# Labels of the numbers Safe Harbor's catch-all (R) covers: any other unique identifying number.
+# Organisations add theirs in masking.yaml (`detect: other_id: [cue, ...]`).
+OTHER_ID_CUES = (
+    "CSN", "contact serial number", "accession", "accession number", "specimen", "specimen id", "pathology case",
+    "surgical case", "case", "case id", "case number", "order", "order number", "order id", "requisition",
+    "claim", "claim number", "claim id", "rx", "prescription", "prescription number", "study subject", "subject id",
+    "study id", "participant id", "subject", "employee", "employee id", "employee number", "work id", "badge",
+    "DCF case", "SNAP case", "TANF case", "CPS case", "APS case", "A-number", "alien number", "USCIS", "NPI",
+    "ref", "reference", "reference number", "confirmation", "confirmation number", "ticket", "voucher",
+    "authorization", "auth", "prior auth", "referral number", "tracking number", "ID", "identifier", "EMPI",
+    "file no.", "file number", "C-file", "docket", "inmate", "booking number", "application", "application number",
+    "app #",
+    # Safe Harbor (P): biometric identifiers appear in text as the enrolment's number.
+    "biometric id", "fingerprint id", "voiceprint id", "palm vein id", "photo id",
+)
+
+
+def _other_id(cues: Sequence[str]) -> Recogniser:
+    words = "|".join(re.escape(c).replace("\\ ", r"\s+") for c in sorted(set(cues), key=len, reverse=True))
+    return Recogniser("OTHER_ID", _label(words, _ID_VALUE), 0.84, "v", validate=_id_ok)
 
 
 def _mrn_recognisers(pattern: str, standalone: bool) -> list[Recogniser]:
@@ -410,11 +783,14 @@ def _mrn_recognisers(pattern: str, standalone: bool) -> list[Recogniser]:
             "MRN",
             _label(
                 r"MRN|MR#|MR|medical record(?: number| no\.?| #)?|med rec(?: no\.?)?|record(?: number| no\.?)?"
-                r"|chart(?: number| no\.?)?|patient id|pt id|hospital number|unit number",
-                pattern,
+                r"|chart(?: number| no\.?)?|patient id|pt id|hospital(?:\s*#|\s+no\.?|\s+number)"
+                r"|unit(?:\s*#|\s+no\.?|\s+number)|EMPI|enterprise id",
+                # The organisation's format first; any labelled identifier after an MRN label is one too.
+                rf"(?:{pattern})(?![\w\-])|{_ID_VALUE}",
             ),
             0.97,
             "v",
+            validate=_id_ok,
         )
     ]
     if standalone:
@@ -431,6 +807,7 @@ class DetectConfig:
     extra: tuple[Recogniser, ...] = ()
     names: bool = True
     disabled: frozenset[str] = field(default_factory=frozenset)
+    other_id_cues: tuple[str, ...] = ()  # added to OTHER_ID_CUES
 
 
 class Detector:
@@ -447,7 +824,8 @@ class Detector:
 
     def __init__(self, config: DetectConfig | None = None) -> None:
         cfg = config or DetectConfig()
-        recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone), *cfg.extra]
+        recs = [*BUILTIN, *_mrn_recognisers(cfg.mrn_pattern, cfg.mrn_standalone),
+                _other_id((*OTHER_ID_CUES, *cfg.other_id_cues)), *cfg.extra]
         self.recognisers = tuple(r for r in recs if r.type not in cfg.disabled)
         # A vector store returns the same records again and again; detection is the costly part of
         # masking, so its result is kept per text. Keyed by a keyed hash, not the text: the cache
@@ -455,6 +833,10 @@ class Detector:
         self._cache: OrderedDict[bytes, tuple[Span, ...]] = OrderedDict()
         self._cache_key = os.urandom(32)
         self.names = cfg.names and "NAME" not in cfg.disabled
+        if self.names:
+            # Loaded here, when the rules load, not on the first request: a missing list stops the
+            # load with its reason, and no response waits for the lists to be read.
+            load_lexicon()
         # (recogniser, keys, anchored): an anchored recogniser is a label pattern whose every match
         # starts at one of its keys, so it is tried only where a key occurs, not scanned.
         gated = [
@@ -463,7 +845,8 @@ class Detector:
         ]
         self._all = tuple(gated)
         # Only texts holding a digit, '@' or 'www.' can hold most pattern types: skip those scans else.
-        self._digitless = frozenset(i for i, g in enumerate(gated) if g[0].type in ("ADDRESS",) or g[0] in cfg.extra)
+        self._digitless = frozenset(i for i, g in enumerate(gated)
+                                    if g[0].type in ("ADDRESS",) or g[0].wordy or g[0] in cfg.extra)
         self._anchored = tuple(i for i, g in enumerate(gated) if g[2])
         self._digits = tuple(i for i, g in enumerate(gated) if not g[2] and g[0].digits)
         self._tokens = tuple(i for i, g in enumerate(gated)
@@ -506,7 +889,7 @@ class Detector:
         # character to check it starts a run (as `_RUNS` finds them) and the patterns match there.
         first = self._rest[0] if self._rest and all(r is not None for r in self._rest) else None
         self._digit_re = (
-            re.compile(rf"[\d(+](?<=(?=[(+]\d|(?<![\d(+])\d)(?={first.pattern})[\d(+])")
+            re.compile(rf"[\d(+](?<=(?=[(+]\d|(?<!\d)\d)(?={first.pattern})[\d(+])")
             if first is not None else None
         )
 
@@ -570,8 +953,8 @@ class Detector:
                 typ = rec.retype(text, s) if rec.retype else rec.type
                 candidates.append(Span(s, e, typ, rec.score))
         if self.names:
-            for s, e, score in find_names(text):
-                candidates.append(Span(s, e, "NAME", score))
+            for s, e, score, typ in find_names(text):
+                candidates.append(Span(s, e, typ, score))
         return resolve(candidates)
 
     def _at_runs(self, text: str, wanted: frozenset[int], found: list[list[re.Match[str]]]) -> None:
@@ -684,7 +1067,9 @@ def _top_level_bar(p: str, i: int) -> bool:
     return any(c == "|" and depth == 0 for _, c, depth in _structure(p, i))
 
 
-_RUNS = re.compile(r"[(+]?\d+")
+# Where a number pattern may start: a '(' or '+' before a digit, and the first digit of a run (also
+# right after a '(': "(07/19/2021)" and "(96 years old)" are found by patterns that start at a digit).
+_RUNS = re.compile(r"[(+](?=\d)|(?<!\d)\d")
 
 
 def _finds(text: str, key: str) -> Iterable[int]:
@@ -839,9 +1224,13 @@ def compile_config(
         return DetectConfig()
     if not isinstance(raw, Mapping):
         raise fail(raw, "a mapping with mrn / patterns / disable")
-    unknown = set(raw) - {"mrn", "patterns", "disable", "names"}
+    unknown = set(raw) - {"mrn", "patterns", "disable", "names", "other_id"}
     if unknown:
-        raise fail(sorted(unknown), "only the keys mrn, patterns, disable, names")
+        raise fail(sorted(unknown), "only the keys mrn, patterns, disable, names, other_id")
+    other = raw.get("other_id") or {}
+    cues = other.get("cues", []) if isinstance(other, Mapping) else None
+    if not isinstance(cues, list) or not all(isinstance(c, str) and c.strip() for c in cues):
+        raise fail(other, "other_id: {cues: [label words before an identifying number]}")
     mrn = raw.get("mrn") or {}
     if not isinstance(mrn, Mapping):
         raise fail(mrn, "mrn: {pattern: REGEX, standalone: true|false}")
@@ -876,7 +1265,7 @@ def compile_config(
     names = raw.get("names", True)
     if not isinstance(names, bool):
         raise fail(names, "names: true or false")
-    return DetectConfig(pattern, standalone, tuple(extra), names, frozenset(disable))
+    return DetectConfig(pattern, standalone, tuple(extra), names, frozenset(disable), tuple(c.strip() for c in cues))
 
 
 def _check_regex(pattern: Any, fail: Callable[[Any, str], Exception]) -> None:
