@@ -47,6 +47,8 @@ from addons.holds.model import Actor, Grant, Hold, HoldState, NewHold
 from addons.holds.notify import Notifier
 from addons.holds.store import AsyncHoldStore, HoldStore, unavailable_reason
 from addons.holds.summary import estimate_records, masked_summary, request_hash
+from addons.ledger import sink
+from addons.ledger.writer import LedgerError
 from addons.request import upstream_call
 from addons.request.upstream_call import Upstream
 
@@ -277,6 +279,14 @@ class Approvals:
         # exchange sets itself; identity encoding keeps the answer as the masking addon expects it.
         headers = {k: v for k, v in req.headers.items() if k.lower() not in REFETCH_DROPPED}
         headers["accept-encoding"] = "identity"
+        try:
+            # Sent outside the chain's forwarding: its write-ahead intent first, as for any request.
+            await sink.intent(flow)
+        except (sink.SinkUnavailable, LedgerError):
+            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
+                   "the audit ledger could not record the approved request; it was not sent again")
+            assert flow.response is not None
+            return flow.response
         try:
             answer = await asyncio.wait_for(
                 upstream_call.call(upstream, req.method, req.path, headers, req.raw_content or b"",
@@ -561,8 +571,7 @@ class Approvals:
         if self.store is None:
             return
         try:
-            sink = importlib.import_module("addons.ledger.sink")
-            record = sink.record
+            record = importlib.import_module("addons.ledger.sink").record
         except (ImportError, AttributeError):
             if not self._ledger_warned:
                 log.info("phigate approvals: no audit ledger sink; approvals records stay in the hold store")

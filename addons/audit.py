@@ -308,6 +308,7 @@ class Audit:
         self._opened.set()
         ledger.start()
         sink.attach(ledger, asyncio.get_running_loop())
+        sink.on_intent(self.write_intent)
         rulefiles.on_version(self._rule_version)
         self._record_configuration()
         log.info("phigate audit: node %s at seq %d, witness %s", opts.phigate_node_id, ledger.size, witness)
@@ -357,6 +358,7 @@ class Audit:
 
     def done(self) -> None:
         sink.attach(None)
+        sink.on_intent(None)
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
@@ -417,22 +419,25 @@ class Audit:
         # Last request hook: what is not refused by now is forwarded, so its intent goes first.
         if self.refuse_if_broken(flow):
             return
-        c = context(flow)
-        ledger = await self._ready_ledger()
-        if ledger is None:
-            refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
-                   "the audit ledger cannot record requests; the gateway refuses traffic until it can")
-            return
-        if c.session_id is None:
-            peer = flow.client_conn.peername
-            c.session_id = self.sessions.assign(c.identity, peer[0] if peer else None, time.time())
         try:
-            c.intent_seq = await ledger.append("intent", build_intent(flow, c, c.session_id))
+            await self.write_intent(flow)
         except LedgerError:
             # Threat: a write or delete the backend carries out with no record of it.
             refuse(flow, Stage.AUDIT, 503, "audit_unavailable",
                    "the audit ledger could not record this request's intent; it was not forwarded")
         observe.forwarding(flow)
+
+    async def write_intent(self, flow: http.HTTPFlow) -> int:
+        """Append the flow's intent and wait until it is durable; raises LedgerError if it cannot be."""
+        c = context(flow)
+        ledger = await self._ready_ledger()
+        if ledger is None:
+            raise LedgerError(self.start_error or "the audit ledger cannot record requests")
+        if c.session_id is None:
+            peer = flow.client_conn.peername
+            c.session_id = self.sessions.assign(c.identity, peer[0] if peer else None, time.time())
+        c.intent_seq = await ledger.append("intent", build_intent(flow, c, c.session_id))
+        return c.intent_seq
 
     async def _ready_ledger(self) -> Ledger | None:
         """The open, writable ledger; while the gateway is still starting, wait for it to open."""

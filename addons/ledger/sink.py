@@ -14,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from addons.ledger import canonical, keys, layout
 from addons.ledger.writer import Ledger, LedgerError
 
 _active: Ledger | None = None
 _loop: asyncio.AbstractEventLoop | None = None
+_intent_writer: Callable[[Any], Awaitable[int]] | None = None
 
 
 class SinkUnavailable(RuntimeError):
@@ -33,6 +36,21 @@ def attach(ledger: Ledger | None, loop: asyncio.AbstractEventLoop | None = None)
     """Called by the audit addon: this process's running ledger (None when it stops)."""
     global _active, _loop
     _active, _loop = ledger, loop
+
+
+def on_intent(writer: Callable[[Any], Awaitable[int]] | None) -> None:
+    """Called by the audit addon: how this process records a flow's write-ahead intent."""
+    global _intent_writer
+    _intent_writer = writer
+
+
+async def intent(flow: Any) -> int:
+    """Record the write-ahead intent for a request about to be sent to the backend outside the
+    chain's own forwarding (an approved answer re-fetched): durable on return, or raises
+    SinkUnavailable/LedgerError, and then the request must not be sent."""
+    if _intent_writer is None:
+        raise SinkUnavailable("no audit ledger runs in this process: a request cannot be sent unrecorded")
+    return await _intent_writer(flow)
 
 
 def record(kind: str, row: Mapping[str, Any]) -> None:
@@ -66,7 +84,9 @@ def record_to(
 ) -> int:
     """Write one record from a separate process (durable, and signed when a key is given)."""
     node = node_id or f"tool-{socket.gethostname()}"
-    signing = keys.load_private(key_file, key_env)
+    # Without a configured key, as the gateway does: a key that lives only in this process (its
+    # public half is published), so the record is still covered by a signature.
+    signing = keys.load_private(key_file, key_env) or Ed25519PrivateKey.generate()
     deadline = time.monotonic() + wait_s
     while True:
         where = layout.witness_location(str(witness)) if witness else None

@@ -20,6 +20,7 @@ never an exception.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,8 +90,10 @@ class NodeData:
     leaf_mismatch: list[int] = field(default_factory=list)
     checkpoints: list[keys.Checkpoint] = field(default_factory=list)
     events: int = 0
-    intents: list[int] = field(default_factory=list)
-    outcomes: set[int] = field(default_factory=set)
+    # (seq, request_id) of each intent, and the request ids events recorded an outcome for: a
+    # request sent twice (an approved answer re-fetched) has two intents and one outcome.
+    intents: list[tuple[int, str]] = field(default_factory=list)
+    outcomes: set[str] = field(default_factory=set)
 
     def add(self, seqs: list[int], entries: list[bytes], stored_hex: list[str | None]) -> None:
         sha = hashlib.sha256
@@ -186,8 +189,8 @@ class _SegmentRows:
     problems: list[Problem]
     events: int
     checkpoints: list[keys.Checkpoint]
-    intents: list[int] = field(default_factory=list)
-    outcomes: list[int] = field(default_factory=list)
+    intents: list[tuple[int, str]] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
 
 
 def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
@@ -220,14 +223,14 @@ def _fetch_segment(path: Path, node_id: str) -> _SegmentRows:
                         int(counted[0]) if counted else 0, cps, intents, outcomes)
 
 
-def _intent_seqs(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[int]]:
-    """Seqs of intents, and the intent seqs events refer to (segments older than intents have none)."""
+def _intent_seqs(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[int, str]], list[str]]:
+    """Intents, and the request ids of outcomes (segments older than intents have neither)."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "intents" not in tables:
         return [], []
-    intents = [int(r[0]) for r in con.execute("SELECT seq FROM intents").fetchall()]
-    outcomes = [int(r[0]) for r in con.execute(
-        "SELECT intent_seq FROM events WHERE intent_seq IS NOT NULL").fetchall()]
+    intents = [(int(r[0]), str(r[1])) for r in con.execute("SELECT seq, request_id FROM intents").fetchall()]
+    outcomes = [str(r[0]) for r in con.execute(
+        "SELECT DISTINCT request_id FROM events WHERE intent_seq IS NOT NULL").fetchall()]
     return intents, outcomes
 
 
@@ -249,10 +252,23 @@ def _cp_from(row: dict[str, Any]) -> keys.Checkpoint:
     )
 
 
-def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult) -> None:
+def _settled_bytes(path: Path, tries: int = 3) -> tuple[bytes, int]:
+    """The file's complete lines, read again (briefly) while they end in records without their
+    batch's checkpoint: a writer's commit may be half-way through its single write right now."""
+    raw, size = wal.complete_bytes(path)
+    for _ in range(tries):
+        last = raw[raw.rfind(b"\n", 0, len(raw) - 1) + 1:]
+        if not last or last.startswith(b'{"k":"checkpoint"'):
+            break
+        time.sleep(0.02)
+        raw, size = wal.complete_bytes(path)
+    return raw, size
+
+
+def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult, last: bool = False) -> None:
     path = w.path
     try:
-        raw, size = wal.complete_bytes(path)
+        raw, size = _settled_bytes(path) if last else wal.complete_bytes(path)
     except OSError as exc:
         res.problems.append(Problem(w.first, node_id, f"{path.name} cannot be read ({exc.strerror})"))
         return
@@ -269,11 +285,9 @@ def _read_wal(w: layout.Wal, node_id: str, data: NodeData, res: NodeResult) -> N
                 stored.append(rec.leaf.hex() if rec.leaf else None)
                 data.events += rec.kind == "event"
                 if rec.kind == "intent":
-                    data.intents.append(int(rec.seq))
+                    data.intents.append((int(rec.seq), str(orjson.loads(rec.entry).get("request_id"))))
                 elif rec.kind == "event" and b'"intent_seq":null' not in rec.entry:
-                    ref = orjson.loads(rec.entry).get("intent_seq")
-                    if isinstance(ref, int):
-                        data.outcomes.add(ref)
+                    data.outcomes.add(str(orjson.loads(rec.entry).get("request_id")))
     except (wal.WalCorrupt, KeyError, TypeError, ValueError, AttributeError) as exc:
         at = seqs[-1] + 1 if seqs else w.first
         res.problems.append(Problem(at, node_id, f"unreadable write-ahead record after seq {at - 1} "
@@ -328,8 +342,8 @@ def node_data(node: layout.NodeFiles, res: NodeResult) -> NodeData:
                 continue
             _add_segment(got, data, res.problems)
             progress.advance()
-    for w in node.wals:
-        _read_wal(w, node.node_id, data, res)
+    for i, w in enumerate(node.wals):
+        _read_wal(w, node.node_id, data, res, last=i == len(node.wals) - 1)
         progress.advance()
     return data
 
@@ -373,31 +387,42 @@ def verify_node(
     witness_cps = read_witness(witness, node.node_id) if witness else []
     res.witness_checkpoints = len(witness_cps)
     res.checkpoints = len(data.checkpoints)
-    res.outcome_unknown = sorted(set(data.intents) - data.outcomes)
+    res.outcome_unknown = sorted(seq for seq, request_id in data.intents if request_id not in data.outcomes)
 
-    # Checkpoints: each must carry a valid signature from a key we trust.
+    # The tree from the recomputed leaves, checked at every signed size.
+    levels = merkle.Levels(data.hashes)
+    n = levels.size
+
+    # Checkpoints: each must carry a valid signature from a key we trust. Every batch is signed, so
+    # there is about one per request at low traffic: from the largest down, a checkpoint whose root
+    # matches a tree that a larger, checked checkpoint already authenticates proves nothing more, and
+    # its signature is not checked (one Ed25519 check costs as much as hashing ~300 leaves).
     by_size: dict[int, list[tuple[str, keys.Checkpoint]]] = {}
-    for source, cps in (("ledger", data.checkpoints), ("witness", witness_cps)):
-        for cp in cps:
-            pub = public_keys.get(cp.key_id)
-            if pub is None:
-                problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} is signed by "
-                                        f"unknown key {cp.key_id}"))
-                continue
-            ours = cp.node_id == node.node_id and cp.origin == f"phigate/{node.node_id}"
-            if not ours or not keys.check_signature(pub, cp):
-                problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} has a bad signature"))
-                continue
-            by_size.setdefault(cp.size, []).append((source, cp))
-            res.ledger_signed += source == "ledger"
+    checked: dict[keys.Checkpoint, bool] = {}  # the witness repeats the ledger's: check each once
+    authenticated = 0
+    everything = [("ledger", cp) for cp in data.checkpoints] + [("witness", cp) for cp in witness_cps]
+    for source, cp in sorted(everything, key=lambda sc: -sc[1].size):
+        pub = public_keys.get(cp.key_id)
+        if pub is None:
+            problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} is signed by "
+                                    f"unknown key {cp.key_id}"))
+            continue
+        ours = cp.node_id == node.node_id and cp.origin == f"phigate/{node.node_id}"
+        consistent = ours and cp.size <= n and cp.root == levels.root(cp.size).hex()
+        if cp not in checked:
+            checked[cp] = (consistent and cp.size <= authenticated) or keys.check_signature(pub, cp)
+        if not ours or not checked[cp]:
+            problems.append(Problem(0, node.node_id, f"{source} checkpoint of size {cp.size} has a bad signature"))
+            continue
+        if consistent:
+            authenticated = max(authenticated, cp.size)
+        by_size.setdefault(cp.size, []).append((source, cp))
+        res.ledger_signed += source == "ledger"
 
     problems.extend(_sequence_problems(node.node_id, data.seqs))
     problems.extend(Problem(seq, node.node_id, "entry does not hash to its stored leaf hash (the record was "
                             "modified)") for seq in data.leaf_mismatch[:MAX_PROBLEMS])
 
-    # The tree from the recomputed leaves, checked at every signed size.
-    levels = merkle.Levels(data.hashes)
-    n = levels.size
     res.max_signed_size = min(max(by_size, default=0), n)
     prev_good_cp = 0
     for size in sorted(by_size):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from addons.ledger.read import open_ledger
 from tests.integration.test_approvals_chroma import Env, pending_for
 from tests.support.servers import Chroma, Gateway, Idp, http_call
 
@@ -110,3 +111,14 @@ def test_always_true_filters_never_return_a_whole_collection_unheld(env: Env) ->
     status, answer = call.result()
     assert status == 200, answer
     assert sorted(answer["ids"]) == sorted(f"n{i}" for i in range(RECORDS))
+    # The re-fetch is a second send to the backend: it has its own write-ahead intent, and the
+    # request's one outcome settles both (no "outcome unknown").
+    con = open_ledger(env.tmp_path / "audit")
+    try:
+        (request_id,) = con.execute("SELECT request_id FROM events WHERE hold_id = ?",
+                                    [hold["hold_id"]]).fetchone() or (None,)
+        sent = con.execute("SELECT hold_id FROM intents WHERE request_id = ? ORDER BY seq", [request_id]).fetchall()
+    finally:
+        con.close()
+    # First sent with the cap (no hold yet), then re-fetched once approved.
+    assert sent == [(None,), (hold["hold_id"],)], sent

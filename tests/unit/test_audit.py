@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from addons.core.context import (
 )
 from addons.core.respond import refuse
 from addons.gateway import Gateway
-from addons.ledger import keys, recording
+from addons.ledger import keys, recording, witness_fs
 from addons.ledger.read import open_ledger
 from addons.ledger.writer import Ledger
 
@@ -303,6 +304,28 @@ async def test_the_gate_refuses_first_and_each_refusal_is_counted_once(
     a.ledger = None
     (detail,) = rows(tmp_path, "SELECT detail FROM incidents WHERE kind = 'audit_write_failure'")[0]
     assert "3 requests refused" in str(detail)
+
+
+async def test_an_append_only_witness_can_be_required(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = Audit()
+    with taddons.context(Gateway(), a) as tctx:
+        tctx.configure(a, phigate_audit_dir=str(tmp_path / "audit"), phigate_witness=f"{tmp_path}/witness/",
+                       phigate_node_id="node-w", phigate_witness_append_only=True)
+        a.running()
+        witness = tmp_path / "witness" / "node-w.ndjson"
+        try:
+            if os.geteuid() == 0 and witness_fs.is_append_only(witness) is not None:
+                # Allowed to set it: set, and traffic flows.
+                assert a.not_ready() is None and witness_fs.is_append_only(witness) is True
+                assert witness_fs.is_append_only(witness.parent) is True  # no node's file can be removed
+                with pytest.raises(PermissionError):
+                    witness.unlink()
+            else:
+                reason = a.not_ready()
+                assert reason is not None and "append-only" in reason
+        finally:
+            a.done()
+            subprocess.run(["chattr", "-a", str(witness), str(witness.parent)], check=False)
 
 
 async def test_settings_and_tls_certificates_are_recorded_at_start_and_on_change(
